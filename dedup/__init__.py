@@ -1,0 +1,1 @@
+"""Near-duplicate detection against evaluation sets, and the CLIP paper's overlap report."""

@@ -1,0 +1,1 @@
+"""The bundled CLIP: image encoders (ModifiedResNet, ViT), text Transformer and BPE tokenizer."""

@@ -1,0 +1,51 @@
+"""Query matching: which of the (up to 500k) queries occur in a caption.
+
+Semantics are MetaCLIP's (`metaclip1/substr_matching.py`): the caption is padded with a space on each side,
+the punctuation `, . ; : ? ! `` is spaced out, tabs and newlines become spaces, and an entry matches when
+`" " + entry + " "` is a substring. Matching is case-sensitive, as there.
+
+MetaCLIP loops over every entry per caption (500k substring tests); here one Aho-Corasick automaton
+(pyahocorasick) finds all padded entries in a single pass over the caption, with identical results.
+"""
+
+import ahocorasick
+
+_PUNCTS_TO_WRAP = [",", ".", ";", ":", "?", "!", "`"]
+_CHARS_TO_SPACE = ["\t", "\n", "\r"]
+
+
+def spacing(text: str) -> str:
+    """MetaCLIP's padding of a caption before matching."""
+    spaced = f" {text} "
+    for punct in _PUNCTS_TO_WRAP:
+        spaced = spaced.replace(punct, f" {punct} ")
+    for char in _CHARS_TO_SPACE:
+        spaced = spaced.replace(char, " ")
+    return spaced
+
+
+def naive_match(text: str, queries: list[str]) -> list[int]:
+    """The reference: MetaCLIP's per-entry loop. Used by tests and the benchmark, too slow for 500k queries."""
+    spaced = spacing(text)
+    return [i for i, query in enumerate(queries) if f" {query} " in spaced]
+
+
+class QueryMatcher:
+    """Finds the ids of all queries in a caption. Build once per worker (DoFn.setup), then call `match`."""
+
+    def __init__(self, queries: list[str]):
+        self._automaton = ahocorasick.Automaton()
+        for query_id, query in enumerate(queries):
+            # A repeated entry keeps its first id, like MetaCLIP's list where the first hit is reported first.
+            key = f" {query} "
+            if key not in self._automaton:
+                self._automaton.add_word(key, query_id)
+        self._empty = len(self._automaton) == 0
+        if not self._empty:
+            self._automaton.make_automaton()
+
+    def match(self, text: str) -> list[int]:
+        """Sorted ids of the queries whose space-padded form occurs in the spaced caption."""
+        if self._empty:
+            return []
+        return sorted({query_id for _end, query_id in self._automaton.iter(spacing(text))})

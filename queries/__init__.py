@@ -1,0 +1,1 @@
+"""The query list: build it from Wikipedia and WordNet (build_queries), or load an existing one (load)."""

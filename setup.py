@@ -1,0 +1,34 @@
+from pathlib import Path
+
+from setuptools import setup
+
+here = Path(__file__).parent
+
+
+def requirements(name):
+    lines = (here / name).read_text().splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+
+
+setup(
+    name="openwit",
+    version="0.1.0",
+    description="Build web-scale image-text datasets for CLIP training (a rebuild of WIT) with Apache Beam",
+    long_description=(here / "README.md").read_text(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=["openwit", "pipeline", "queries", "dedup", "encoders"],
+    install_requires=requirements("requirements.txt"),
+    extras_require={
+        "dev": requirements("requirements-dev.txt"),
+        # CPU build on these machines; pick the CUDA wheel for your GPU from pytorch.org when training there.
+        "train": ["torch==2.13.0"],
+    },
+    entry_points={
+        "console_scripts": [
+            "openwit=openwit.cli:main",
+            # `beam run pipeline/build_wit.py --runner ...`, as Beam users launch pipeline files.
+            "beam=openwit.beam_cli:main",
+        ]
+    },
+)

@@ -1,0 +1,45 @@
+"""`openwit`: one command for every job of the project.
+
+Each subcommand is the `main(argv) -> int` of the module that owns the job, imported only when used, so
+`openwit --help` stays fast and a job's heavy imports (Beam, torch) load only for that job.
+"""
+
+import importlib
+import sys
+
+from openwit.errors import EXIT_BAD_INPUT, InputError
+
+SUBCOMMANDS = {
+    "build": ("pipeline.build_wit", "build the dataset: pairs + queries -> WebDataset/Parquet shards"),
+    "demo": ("openwit.demo", "serve the offline demo web on 127.0.0.1 and build a dataset from it"),
+    "demo-web": ("openwit.demo_web", "write the demo web to a folder and/or serve it on 127.0.0.1"),
+    "queries": ("queries.build_queries", "build the query list from Wikipedia dumps, page views and WordNet"),
+    "eval-index": ("dedup.build_index", "build a near-duplicate index of evaluation sets"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: openwit <command> [options]   (openwit <command> --help for its options)", "", "commands:"]
+    lines += [f"  {name:<11} {summary}" for name, (_module, summary) in SUBCOMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if argv else EXIT_BAD_INPUT
+    name, rest = argv[0], argv[1:]
+    if name not in SUBCOMMANDS:
+        print(f"openwit: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    module = importlib.import_module(SUBCOMMANDS[name][0])
+    try:
+        return module.main(rest) or 0
+    except InputError as e:
+        print(f"openwit {name}: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -34,13 +34,16 @@ class QueryMatcher:
     """Finds the ids of all queries in a caption. Build once per worker (DoFn.setup), then call `match`."""
 
     def __init__(self, queries: list[str]):
-        self._automaton = ahocorasick.Automaton()
+        # Entry text -> all its ids. A list with repeated entries (a hand-made one; load_queries drops
+        # repeats) reports every id of a found entry, exactly as MetaCLIP's loop over the list does.
+        ids_by_key: dict[str, list[int]] = {}
         for query_id, query in enumerate(queries):
-            # A repeated entry keeps its first id, like MetaCLIP's list where the first hit is reported first.
-            key = f" {query} "
-            if key not in self._automaton:
-                self._automaton.add_word(key, query_id)
-        self._empty = len(self._automaton) == 0
+            ids_by_key.setdefault(f" {query} ", []).append(query_id)
+        self._automaton = ahocorasick.Automaton()
+        for key, ids in ids_by_key.items():
+            self._automaton.add_word(key, ids[0] if len(ids) == 1 else tuple(ids))
+        self._has_repeats = len(ids_by_key) < len(queries)
+        self._empty = not ids_by_key
         if not self._empty:
             self._automaton.make_automaton()
 
@@ -48,4 +51,7 @@ class QueryMatcher:
         """Sorted ids of the queries whose space-padded form occurs in the spaced caption."""
         if self._empty:
             return []
-        return sorted({query_id for _end, query_id in self._automaton.iter(spacing(text))})
+        found = {value for _end, value in self._automaton.iter(spacing(text))}
+        if self._has_repeats:
+            found = {i for value in found for i in (value if isinstance(value, tuple) else (value,))}
+        return sorted(found)

@@ -1,0 +1,336 @@
+"""Fetch images (and HTML pages) over HTTP: fast, polite and safe, and every attempt ends in one reason.
+
+`Fetcher` is used inside one asyncio loop per shard:
+
+    async with Fetcher(FetchOptions()) as fetcher:
+        results = await asyncio.gather(*(fetcher.fetch(url) for url in urls))
+
+`fetch` never raises for anything the network, a server or a file can do: it returns a FetchResult whose
+`reason` is None on success or a key of REASONS. It bounds itself: `max_concurrency` requests in flight in
+total, `per_host_concurrency` per host, `min_host_delay_s` between starts on a host (or the robots.txt
+Crawl-delay, up to `max_crawl_delay_s`), a pause for the whole host after a 429/503, `timeout_s` per
+attempt over all its redirects, `max_bytes` per body (streamed, aborted at the cap) and `max_redirects` hops.
+
+Redirects are followed here, not by aiohttp, so that every hop is checked again: its robots.txt, and the
+address guard of pipeline/ssrf.py (a public URL that redirects to 169.254.169.254 ends in private_address).
+"""
+
+import asyncio
+import ssl
+from dataclasses import dataclass
+from http import HTTPStatus
+
+import aiohttp
+from aiohttp.resolver import DefaultResolver
+from yarl import URL
+
+from pipeline import politeness
+from pipeline.resize import SNIFF_BYTES, sniff_format
+from pipeline.ssrf import GuardedResolver, PrivateAddressError, check_url_host
+
+REASONS = {
+    "bad_url": "not an absolute http(s) URL, or a malformed one (also for a redirect Location)",
+    "private_address": "the host is or resolves to a private, loopback, link-local, multicast or reserved "
+                       "address (SSRF guard; --allow-private-addresses lifts it)",
+    "dns_error": "the host name does not resolve",
+    "connection_error": "could not connect, or the connection broke before the body was complete",
+    "tls_error": "TLS handshake or certificate verification failed",
+    "protocol_error": "the server's answer is not valid HTTP (bad status line, oversized headers...)",
+    "timeout": "the attempt, redirects included, took longer than timeout_s",
+    "too_many_redirects": "more than max_redirects redirects, or a redirect loop",
+    "too_large": "the body is longer than max_bytes (declared or counted while streaming)",
+    "robots_disallowed": "robots.txt disallows our user agent for this URL, or could not be read because "
+                         "the server failed (RFC 9309: assume complete disallow)",
+    "opted_out": "X-Robots-Tag (or, for pages, <meta name=robots>) says noai, noimageai, noindex or "
+                 "noimageindex, unscoped or scoped to us",
+    "not_an_image": "the body's first bytes are not an image format we decode, whatever its Content-Type",
+    "http_other": "an HTTP status outside the standard list (the code is in http_status)",
+}
+# http_<code> for every standard status that ends an attempt: redirects without a Location, 4xx and 5xx.
+REASONS.update({f"http_{s.value}": f"the server answered {s.value} {s.phrase}" for s in HTTPStatus if s >= 300})
+
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_RETRYABLE = frozenset({"http_429", "http_503", "timeout", "connection_error"})
+_ROBOTS_MAX_BYTES = 512 * 1024  # RFC 9309: crawlers must parse at least the first 500 KiB
+_CHUNK = 64 * 1024
+
+
+@dataclass(frozen=True)
+class FetchOptions:
+    timeout_s: float = 20.0      # total time per attempt, redirects included (waiting for a slot excluded)
+    max_bytes: int = 16 * 2**20  # response body cap, streamed and aborted at the cap
+    max_redirects: int = 5
+    user_agent: str = "OpenWIT/0.1 (+https://github.com/openwit/openwit)"
+    allow_private_addresses: bool = False
+    allowed_endpoints: tuple[str, ...] = ()  # "ip:port" exempt from the address guard (an internal mirror)
+    respect_robots: bool = True
+    respect_opt_outs: bool = True
+    max_concurrency: int = 64       # requests in flight per Fetcher
+    per_host_concurrency: int = 8   # requests in flight per host
+    min_host_delay_s: float = 0.0   # between request starts on one host
+    max_crawl_delay_s: float = 10.0  # a robots.txt Crawl-delay is honoured up to this
+    retries: int = 1                # extra attempts after 429/503/timeout/connection errors
+    retry_backoff_s: float = 1.0    # wait before retry n when no Retry-After: backoff * 2**n
+    max_retry_after_s: float = 30.0  # a longer Retry-After ends the URL in http_429/503 instead of waiting
+    dns_cache_s: int = 300
+
+
+@dataclass
+class FetchResult:
+    url: str
+    body: bytes | None               # None when failed
+    reason: str | None               # None on success, else a key of REASONS
+    http_status: int | None = None
+    final_url: str | None = None
+    content_type: str | None = None
+    error_message: str | None = None  # what exactly went wrong, for the shard parquet
+    attempts: int = 1
+
+
+class _Failed(Exception):
+    """Ends one attempt with a reason; raised inside the request path, turned into a FetchResult."""
+
+    def __init__(self, reason: str, message: str, status: int | None = None, retry_after: float | None = None,
+                 retryable: bool = True):
+        super().__init__(message)
+        self.reason, self.status, self.retry_after, self.retryable = reason, status, retry_after, retryable
+
+
+class Fetcher:
+    def __init__(self, options: FetchOptions = FetchOptions()):
+        self.options = options
+        self.agent_token = politeness.user_agent_token(options.user_agent)
+        self._opt_out_tokens = (self.agent_token, *politeness.DATASET_CRAWLER_TOKENS)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> "Fetcher":
+        o = self.options
+        resolver = DefaultResolver()
+        if not o.allow_private_addresses:
+            resolver = GuardedResolver(resolver, frozenset(o.allowed_endpoints))
+        connector = aiohttp.TCPConnector(limit=o.max_concurrency, limit_per_host=o.per_host_concurrency,
+                                         ttl_dns_cache=o.dns_cache_s, resolver=resolver)
+        self._session = aiohttp.ClientSession(
+            connector=connector, headers={"User-Agent": o.user_agent},
+            timeout=aiohttp.ClientTimeout(total=None),  # our own deadline covers the whole redirect chain
+            cookie_jar=aiohttp.DummyCookieJar(), trust_env=False)  # no cookies, no proxy from the environment
+        self._slots = asyncio.Semaphore(o.max_concurrency)
+        self._gates: dict[str, politeness.HostGate] = {}
+        self._robots: dict[str, asyncio.Future] = {}  # origin -> RobotsRules, fetched once per Fetcher
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def fetch(self, url: str) -> FetchResult:
+        """Download one image. Never raises for network, server or content problems."""
+        return await self._with_retries(url, "image")
+
+    async def fetch_page(self, url: str) -> FetchResult:
+        """Download one HTML page: robots.txt, X-Robots-Tag and <meta name=robots> honoured, size capped."""
+        return await self._with_retries(url, "page")
+
+    # -- one URL: retries around attempts ---------------------------------------------------------------
+
+    async def _with_retries(self, url: str, kind: str) -> FetchResult:
+        o = self.options
+        attempt = 0
+        while True:
+            result, retry_after, retryable = await self._attempt(url, kind)
+            result.attempts = attempt + 1
+            if not retryable or result.reason not in _RETRYABLE or attempt >= o.retries:
+                return result
+            wait = retry_after if retry_after is not None else o.retry_backoff_s * 2**attempt
+            if wait > o.max_retry_after_s:
+                return result
+            if retry_after is None and result.reason not in ("http_429", "http_503"):
+                await asyncio.sleep(wait)  # a flaky connection: wait for this URL only
+            # 429/503 already paused the whole host through its gate, so the retry simply queues there.
+            attempt += 1
+
+    async def _attempt(self, url: str, kind: str) -> tuple[FetchResult, float | None, bool]:
+        """(result, Retry-After seconds, whether a retry could help)."""
+        remaining = [self.options.timeout_s]  # time budget of this attempt, spent only while a request runs
+        current = url
+        seen = {url}
+        try:
+            for _hop in range(self.options.max_redirects + 1):
+                target = self._check_url(current)
+                if self.options.respect_robots:
+                    await self._check_robots(target)
+                result = await self._request(target, kind, remaining)
+                if isinstance(result, FetchResult):
+                    result.url = url
+                    return result, None, False
+                current = result  # a redirect: the next URL
+                if current in seen:
+                    raise _Failed("too_many_redirects", f"redirect loop back to {current}")
+                seen.add(current)
+            raise _Failed("too_many_redirects", f"more than {self.options.max_redirects} redirects")
+        except _Failed as f:
+            return FetchResult(url=url, body=None, reason=f.reason, http_status=f.status, final_url=current,
+                               error_message=str(f)), f.retry_after, f.retryable
+
+    def _check_url(self, url: str) -> URL:
+        try:
+            target = URL(url)
+            host, port = target.host, target.port  # IDNA encoding of the host happens here
+        except (ValueError, TypeError, UnicodeError) as e:
+            raise _Failed("bad_url", f"malformed URL {url!r}: {e}") from None
+        if target.scheme not in ("http", "https") or not host or not target.is_absolute():
+            raise _Failed("bad_url", f"not an absolute http(s) URL: {url!r}")
+        if not self.options.allow_private_addresses:
+            try:
+                check_url_host(host, port, frozenset(self.options.allowed_endpoints))
+            except PrivateAddressError as e:
+                raise _Failed("private_address", str(e)) from None
+        return target
+
+    # -- one request ------------------------------------------------------------------------------------
+
+    async def _request(self, target: URL, kind: str, remaining: list[float]) -> "FetchResult | str":
+        """One HTTP exchange: the FetchResult, or the absolute URL of a redirect. Raises _Failed."""
+        gate = self._gate(target.host)
+        loop = asyncio.get_running_loop()
+        async with gate.slots:               # the host's slot first, so a busy host never holds global slots
+            await gate.wait_turn()
+            async with self._slots:
+                started = loop.time()
+                try:
+                    async with asyncio.timeout(remaining[0]):
+                        return await self._exchange(target, kind, gate)
+                except TimeoutError:
+                    raise _Failed("timeout", f"no complete answer within {self.options.timeout_s:g}s") from None
+                except aiohttp.ClientConnectorDNSError as e:
+                    if isinstance(e.__cause__, PrivateAddressError):
+                        raise _Failed("private_address", str(e.__cause__)) from None
+                    raise _Failed("dns_error", str(e)) from None
+                except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError, ssl.SSLError) as e:
+                    raise _Failed("tls_error", str(e)) from None
+                except aiohttp.ClientResponseError as e:  # unparsable status line or headers
+                    raise _Failed("protocol_error", f"{type(e).__name__}: {e.message}") from None
+                except aiohttp.InvalidURL as e:
+                    raise _Failed("bad_url", f"invalid URL: {e}") from None
+                except (aiohttp.ClientError, OSError) as e:
+                    raise _Failed("connection_error", f"{type(e).__name__}: {e}") from None
+                finally:
+                    remaining[0] -= loop.time() - started
+
+    async def _exchange(self, target: URL, kind: str, gate: politeness.HostGate) -> "FetchResult | str":
+        o = self.options
+        async with self._session.get(target, allow_redirects=False) as resp:
+            if resp.status in _REDIRECTS:
+                location = resp.headers.get("Location")
+                if not location:
+                    raise _Failed(_status_reason(resp.status), f"HTTP {resp.status} without a Location",
+                                  resp.status)
+                try:
+                    return str(resp.url.join(URL(location)))
+                except (ValueError, TypeError, UnicodeError) as e:
+                    raise _Failed("bad_url", f"bad redirect Location {location!r}: {e}", resp.status) from None
+            if not 200 <= resp.status < 300:
+                retry_after = None
+                if resp.status in (429, 503):
+                    retry_after = politeness.parse_retry_after(resp.headers.get("Retry-After"))
+                    # The host asked everyone to slow down: pause the whole host, not only this URL.
+                    gate.back_off(min(retry_after if retry_after is not None else o.retry_backoff_s,
+                                      o.max_retry_after_s))
+                raise _Failed(_status_reason(resp.status), f"HTTP {resp.status} {resp.reason or ''}".strip(),
+                              resp.status, retry_after)
+            if kind != "robots" and o.respect_opt_outs and politeness.x_robots_tag_opts_out(
+                    resp.headers.getall("X-Robots-Tag", ()), self._opt_out_tokens):
+                raise _Failed("opted_out", "X-Robots-Tag: " + "; ".join(resp.headers.getall("X-Robots-Tag")),
+                              resp.status)
+            limit = _ROBOTS_MAX_BYTES if kind == "robots" else o.max_bytes
+            if kind != "robots" and resp.content_length is not None and resp.content_length > limit:
+                raise _Failed("too_large", f"Content-Length {resp.content_length} is above {limit}", resp.status)
+            body = await self._read_body(resp, kind, limit)
+            if kind == "page" and o.respect_opt_outs and politeness.meta_robots_opts_out(body, self._opt_out_tokens):
+                raise _Failed("opted_out", "<meta name=robots> opts out", resp.status)
+            return FetchResult(url=str(target), body=body, reason=None, http_status=resp.status,
+                               final_url=str(resp.url), content_type=resp.headers.get("Content-Type"))
+
+    async def _read_body(self, resp: aiohttp.ClientResponse, kind: str, limit: int) -> bytes:
+        """Stream the body; abort at `limit` (robots.txt: keep the first `limit` bytes) and, for images, as
+        soon as the first bytes show it is not an image, so an HTML error page costs one chunk."""
+        body = bytearray()
+        sniffed = kind != "image"
+        async for chunk in resp.content.iter_chunked(_CHUNK):
+            body += chunk
+            if len(body) > limit:
+                if kind == "robots":
+                    return bytes(body[:limit])
+                raise _Failed("too_large", f"body longer than {limit} bytes", resp.status)
+            if not sniffed and len(body) >= SNIFF_BYTES:
+                self._check_image(body, resp.status)
+                sniffed = True
+        if not sniffed:
+            self._check_image(body, resp.status)
+        return bytes(body)
+
+    @staticmethod
+    def _check_image(body: bytearray, status: int) -> None:
+        if sniff_format(bytes(body[:SNIFF_BYTES])) is None:
+            raise _Failed("not_an_image", f"body starts with {bytes(body[:16])!r}", status)
+
+    def _gate(self, host: str) -> politeness.HostGate:
+        gate = self._gates.get(host)
+        if gate is None:
+            gate = self._gates[host] = politeness.HostGate(self.options.per_host_concurrency,
+                                                           self.options.min_host_delay_s)
+        return gate
+
+    # -- robots.txt --------------------------------------------------------------------------------------
+
+    async def _check_robots(self, target: URL) -> None:
+        origin = str(target.origin())
+        future = self._robots.get(origin)
+        if future is None:  # first URL of this origin: fetch robots.txt once, everyone else awaits it
+            future = self._robots[origin] = asyncio.ensure_future(self._load_robots(target))
+        rules = await asyncio.shield(future)
+        if rules.failure is not None:  # cached for the origin: retrying this URL would change nothing
+            raise _Failed(rules.failure, rules.failure_message, retryable=False)
+        if not rules.allows(str(target), self.agent_token):
+            raise _Failed("robots_disallowed", f"robots.txt of {origin} disallows {self.agent_token}")
+
+    async def _load_robots(self, target: URL) -> politeness.RobotsRules:
+        url = str(target.origin().join(URL("/robots.txt")))
+        result, _ = await self._attempt_robots(url)
+        if result.reason is None:
+            rules = politeness.parse_robots(result.body)
+            delay = min(rules.crawl_delay(self.agent_token), self.options.max_crawl_delay_s)
+            gate = self._gate(target.host)
+            gate.min_delay = max(gate.min_delay, delay)
+            return rules
+        status = result.http_status
+        if status is not None and 400 <= status < 500 and status != 429:
+            return politeness.RobotsRules()  # no robots.txt: everything allowed (RFC 9309, "unavailable")
+        if status is not None:  # 429, 5xx: RFC 9309 "unreachable": assume complete disallow
+            return politeness.RobotsRules(failure="robots_disallowed",
+                                          failure_message=f"robots.txt answered {status}: assuming disallow")
+        if result.reason in ("too_many_redirects", "bad_url", "opted_out"):
+            return politeness.RobotsRules()
+        # The host itself failed (DNS, connection, timeout, private address): report that for its URLs.
+        return politeness.RobotsRules(failure=result.reason,
+                                      failure_message=f"while reading robots.txt: {result.error_message}")
+
+    async def _attempt_robots(self, url: str) -> tuple[FetchResult, None]:
+        remaining = [self.options.timeout_s]
+        current = url
+        try:
+            for _hop in range(self.options.max_redirects + 1):
+                result = await self._request(self._check_url(current), "robots", remaining)
+                if isinstance(result, FetchResult):
+                    return result, None
+                current = result
+            raise _Failed("too_many_redirects", "robots.txt redirects too often")
+        except _Failed as f:
+            return FetchResult(url=url, body=None, reason=f.reason, http_status=f.status,
+                               error_message=str(f)), None
+
+
+def _status_reason(status: int) -> str:
+    reason = f"http_{status}"
+    return reason if reason in REASONS else "http_other"

@@ -1,0 +1,112 @@
+"""Image-text pairs from one HTML page: the pure core shared by the WARC source and the page crawler.
+
+For every `<img>` it takes one image URL and every text MetaCLIP reads for it (`alt`, `title`,
+`data-image-title`, see MetaCLIP's `cc_matching.py`), plus the `<figcaption>` of the `<figure>` holding it.
+Each distinct (image URL, text) pair of the page is one candidate; the caption stays raw (captions.py cleans).
+
+The image URL: `src` when it is a fetchable URL; otherwise the lazy-loading attributes pages use
+(`data-src`, ...); otherwise the largest candidate of `srcset`. It is resolved against `<base href>` and the
+page URL, its fragment dropped; anything that is not http(s) (data:, javascript:, blob:) is skipped.
+"""
+
+from urllib.parse import urljoin, urlsplit, urlunsplit
+
+from selectolax.lexbor import LexborHTMLParser
+
+TEXT_ATTRIBUTES = ("alt", "title", "data-image-title")
+# Where lazy-loading scripts keep the real image while `src` holds a placeholder.
+LAZY_SRC_ATTRIBUTES = ("data-src", "data-lazy-src", "data-original", "data-lazy", "data-url")
+MAX_URL_CHARS = 2048  # browsers and CDNs refuse longer URLs; such values are junk, not images
+
+
+def _absolute_http_url(value: str | None, base: str) -> str | None:
+    if not value:
+        return None
+    value = value.strip()
+    if not value or value.startswith(("data:", "javascript:", "blob:", "#")) or len(value) > MAX_URL_CHARS:
+        return None
+    try:
+        parts = urlsplit(urljoin(base, value))
+    except ValueError:  # e.g. an invalid IPv6 literal in the host
+        return None
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return None
+    return urlunsplit((parts.scheme, parts.netloc, parts.path or "/", parts.query, ""))
+
+
+def best_srcset_candidate(srcset: str) -> str | None:
+    """The URL of the largest rendition in a `srcset` ("a.jpg 480w, b.jpg 1080w" -> "b.jpg").
+
+    Width (`w`) and density (`x`) descriptors each rank their own kind; a candidate without a descriptor
+    counts as 1x. The largest rendition is the best image to train on; the downloader resizes it anyway.
+    """
+    best, best_rank = None, None
+    for item in srcset.split(","):
+        fields = item.split()
+        if not fields:
+            continue
+        url, descriptor = fields[0], (fields[1].lower() if len(fields) > 1 else "1x")
+        try:
+            size = float(descriptor[:-1])
+        except ValueError:
+            continue
+        rank = (descriptor.endswith("w"), size)  # widths describe renditions better than densities
+        if best_rank is None or rank > best_rank:
+            best, best_rank = url, rank
+    return best
+
+
+def _image_url(node, base: str) -> str | None:
+    attrs = node.attributes
+    url = _absolute_http_url(attrs.get("src"), base)
+    if url:
+        return url
+    for name in LAZY_SRC_ATTRIBUTES:
+        url = _absolute_http_url(attrs.get(name), base)
+        if url:
+            return url
+    for name in ("srcset", "data-srcset"):
+        if attrs.get(name):
+            url = _absolute_http_url(best_srcset_candidate(attrs[name]), base)
+            if url:
+                return url
+    return None
+
+
+def _figcaption(node) -> str | None:
+    """Text of the figcaption of the nearest enclosing <figure>, if any."""
+    parent = node.parent
+    while parent is not None and parent.tag not in ("figure", "body", "html"):
+        parent = parent.parent
+    if parent is None or parent.tag != "figure":
+        return None
+    caption = parent.css_first("figcaption")
+    # Text nodes joined with spaces so "<p>one</p><p>two</p>" does not become "onetwo"; then collapsed.
+    return " ".join(caption.text(separator=" ").split()) if caption is not None else None
+
+
+def extract_images(html: str | bytes, page_url: str) -> list[tuple[str, str]]:
+    """(absolute image URL, raw caption) pairs of a page, in page order, without repeats."""
+    tree = LexborHTMLParser(html)
+    base = page_url
+    base_node = tree.css_first("base[href]")
+    if base_node is not None:
+        base = _absolute_http_url(base_node.attributes.get("href"), page_url) or page_url
+
+    has_figures = tree.css_first("figure") is not None  # skip the walk up the tree on pages without figures
+    pairs, seen = [], set()
+    for node in tree.css("img"):
+        url = _image_url(node, base)
+        if url is None:
+            continue
+        texts = [node.attributes.get(name) for name in TEXT_ATTRIBUTES]
+        if has_figures:
+            texts.append(_figcaption(node))
+        for text in texts:
+            if not text or not text.strip():
+                continue
+            key = (url, " ".join(text.split()))
+            if key not in seen:
+                seen.add(key)
+                pairs.append((url, text))
+    return pairs

@@ -169,6 +169,7 @@ def process_image(data: bytes, options: ImageOptions) -> ProcessedImage:
 
 
 def _open(data: bytes) -> Image.Image:
+    Image.init()  # registers every plugin (MPO, WebP, AVIF); `formats=` alone finds only the preinit ones
     try:
         return Image.open(io.BytesIO(data), formats=DECODABLE_FORMATS)
     except UnidentifiedImageError:

@@ -38,7 +38,7 @@ REASONS = {
 
 # Only these decoders are ever run on downloaded bytes: common web formats with well-exercised decoders.
 # Pillow would otherwise also try EPS (which runs Ghostscript), PSD, TIFF and dozens of rare formats.
-DECODABLE_FORMATS = ("JPEG", "MPO", "PNG", "GIF", "WEBP", "BMP", "AVIF")
+DECODABLE_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "AVIF")
 
 _EXIF_ORIENTATION = 0x0112
 # EXIF orientation -> the transpose that makes the image upright (as ImageOps.exif_transpose does).
@@ -169,7 +169,6 @@ def process_image(data: bytes, options: ImageOptions) -> ProcessedImage:
 
 
 def _open(data: bytes) -> Image.Image:
-    Image.init()  # registers every plugin (MPO, WebP, AVIF); `formats=` alone finds only the preinit ones
     try:
         return Image.open(io.BytesIO(data), formats=DECODABLE_FORMATS)
     except UnidentifiedImageError:

@@ -1,0 +1,262 @@
+"""Build a WIT-style dataset: candidate (image url, caption) pairs + a query list -> WebDataset/Parquet shards.
+
+Stages, in order (DESIGN.md §1): read pairs -> clean captions -> match queries -> drop repeated URLs ->
+balance (<= t per query) -> plan shards by host -> per shard: fetch, decode/resize/encode, decontaminate, write
+-> totals. Run it as `python -m pipeline.build_wit`, `openwit build`, or `beam run pipeline/build_wit.py`;
+any Beam runner option (--runner, --project, ...) passes through. With no --runner it runs locally on
+FnApiRunner, which never downloads anything (Beam's DirectRunner first fetches its Prism binary from GitHub).
+"""
+
+import logging
+import sys
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from openwit.errors import EXIT_BAD_INPUT, InputError
+from pipeline import fetch, resize
+from pipeline.balance import Balance
+from pipeline.captions import CaptionRules, clean_caption
+from pipeline.match import QueryMatcher
+from pipeline.plan_shards import PlanShards
+from pipeline.read_pairs import ReadPairs, TableColumns
+from pipeline.totals import write_totals
+from pipeline.write_shards import DECONTAMINATE_MODES, ShardConfig, WriteShardFn
+from queries.load import load_queries
+
+DEFAULT_RUNNER = "FnApiRunner"
+
+REJECT_SCHEMA_FIELDS = [("url", "string"), ("caption", "string"), ("stage", "string"), ("reason", "string"),
+                        ("source", "string")]
+
+
+class BuildWitOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        inputs = parser.add_argument_group("inputs")
+        inputs.add_argument("--pairs", action="append", default=[],
+                            help="url+caption table(s): Parquet, CSV or TSV paths or globs (repeatable)")
+        inputs.add_argument("--url-col", default="url", help="column holding the image URL")
+        inputs.add_argument("--caption-col", default="caption", help="column holding the caption (alt text)")
+        inputs.add_argument("--page-url-col", default=None, help="optional column holding the page URL")
+        inputs.add_argument("--queries", help="query list: .txt (one per line), MetaCLIP metadata.json, or "
+                                              "queries.parquet")
+        parser.add_argument("--output", help="output folder (local, gs://, s3://, hdfs://)")
+
+        select = parser.add_argument_group("caption and selection")
+        select.add_argument("--min-caption-chars", type=int, default=CaptionRules.min_chars)
+        select.add_argument("--max-caption-chars", type=int, default=CaptionRules.max_chars)
+        select.add_argument("--max-per-query", type=int, default=20000,
+                            help="t of MetaCLIP's balancing: about this many pairs kept per query")
+        select.add_argument("--oversample", type=float, default=1.0,
+                            help="raise t by this factor before download to cover fetch failures")
+
+        image = parser.add_argument_group("images")
+        image.add_argument("--image-size", type=int, default=resize.ImageOptions.image_size)
+        image.add_argument("--resize-mode", default=resize.ImageOptions.resize_mode, choices=resize.RESIZE_MODES)
+        image.add_argument("--encode-format", default=resize.ImageOptions.encode_format,
+                           choices=resize.ENCODE_FORMATS)
+        image.add_argument("--encode-quality", type=int, default=resize.ImageOptions.encode_quality)
+        image.add_argument("--min-image-size", type=int, default=resize.ImageOptions.min_image_size)
+        image.add_argument("--max-aspect-ratio", type=float, default=resize.ImageOptions.max_aspect_ratio)
+        image.add_argument("--samples-per-shard", type=int, default=10000)
+        image.add_argument("--threads", type=int, default=0, help="decode/resize threads per worker (0: cores)")
+
+        web = parser.add_argument_group("fetching")
+        web.add_argument("--timeout", type=float, default=fetch.FetchOptions.timeout_s,
+                         help="seconds per request, redirects included")
+        web.add_argument("--max-bytes", type=int, default=fetch.FetchOptions.max_bytes)
+        web.add_argument("--user-agent", default=fetch.FetchOptions.user_agent)
+        web.add_argument("--max-concurrency", type=int, default=fetch.FetchOptions.max_concurrency)
+        web.add_argument("--per-host-concurrency", type=int, default=fetch.FetchOptions.per_host_concurrency)
+        web.add_argument("--min-host-delay", type=float, default=fetch.FetchOptions.min_host_delay_s)
+        web.add_argument("--retries", type=int, default=fetch.FetchOptions.retries)
+        web.add_argument("--allow-private-addresses", action="store_true",
+                         help="allow fetching from loopback/private networks (tests and the offline demo only)")
+        web.add_argument("--ignore-robots-txt", action="store_true", help="do not honour robots.txt")
+        web.add_argument("--ignore-opt-outs", action="store_true",
+                         help="do not honour noai/noindex opt-outs in X-Robots-Tag")
+
+        dedup = parser.add_argument_group("decontamination")
+        dedup.add_argument("--eval-index", default=None, help="index built by `openwit eval-index`")
+        dedup.add_argument("--decontaminate", default="drop", choices=DECONTAMINATE_MODES,
+                           help="drop eval-set near-duplicates, or only report them in overlap/")
+
+
+def check_options(o: BuildWitOptions) -> None:
+    """Whole-input problems stop the run before any work, with a message that says how to fix them."""
+    if not o.pairs:
+        raise InputError("no input: give --pairs with a url+caption table (Parquet, CSV or TSV)")
+    if not o.queries:
+        raise InputError("no query list: give --queries (a .txt, MetaCLIP metadata.json, or queries.parquet)")
+    if not o.output:
+        raise InputError("no output folder: give --output")
+    for name in ("max_per_query", "samples_per_shard", "image_size", "max_concurrency", "per_host_concurrency"):
+        if getattr(o, name) < 1:
+            raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(o, name)}")
+    if o.oversample < 1:
+        raise InputError(f"--oversample must be >= 1 (it raises t to cover fetch failures), got {o.oversample}")
+    if not 0 < o.encode_quality <= 100:
+        raise InputError(f"--encode-quality must be in 1..100, got {o.encode_quality}")
+    if o.eval_index and not FileSystems.exists(o.eval_index):
+        raise InputError(f"--eval-index {o.eval_index!r}: no such file; build one with `openwit eval-index`")
+    probe = FileSystems.join(o.output, ".openwit-write-test")
+    try:
+        with FileSystems.create(probe) as f:
+            f.write(b"ok")
+        FileSystems.delete([probe])
+    except Exception as e:
+        raise InputError(f"output folder {o.output!r} is not writable: {e}") from e
+
+
+def shard_config(o: BuildWitOptions) -> ShardConfig:
+    return ShardConfig(
+        output=o.output,
+        fetch=fetch.FetchOptions(
+            timeout_s=o.timeout, max_bytes=o.max_bytes, user_agent=o.user_agent,
+            allow_private_addresses=o.allow_private_addresses, respect_robots=not o.ignore_robots_txt,
+            respect_opt_outs=not o.ignore_opt_outs, max_concurrency=o.max_concurrency,
+            per_host_concurrency=o.per_host_concurrency, min_host_delay_s=o.min_host_delay, retries=o.retries),
+        image=resize.ImageOptions(
+            image_size=o.image_size, resize_mode=o.resize_mode, encode_format=o.encode_format,
+            encode_quality=o.encode_quality, min_image_size=o.min_image_size,
+            max_aspect_ratio=o.max_aspect_ratio),
+        eval_index=o.eval_index, decontaminate=o.decontaminate, threads=o.threads,
+    )
+
+
+def _reject(candidate: dict, stage: str, reason: str) -> beam.pvalue.TaggedOutput:
+    return beam.pvalue.TaggedOutput("rejects", {
+        "url": candidate["url"], "caption": candidate["caption"], "stage": stage, "reason": reason,
+        "source": candidate["source"]})
+
+
+class CleanCaptionFn(beam.DoFn):
+    """Caption stage: normalize the caption or reject the candidate with the reason."""
+
+    def __init__(self, rules: CaptionRules):
+        self.rules = rules
+
+    def process(self, candidate):
+        caption, reason = clean_caption(candidate["caption"], self.rules)
+        if reason:
+            yield _reject(candidate, "caption", reason)
+        else:
+            yield {**candidate, "caption": caption}
+
+
+class MatchQueriesFn(beam.DoFn):
+    """Match stage: attach the ids of the queries found in the caption; no query, no candidate."""
+
+    def __init__(self, queries_path: str):
+        self.queries_path = queries_path
+
+    def setup(self):
+        # 500k queries: the automaton is built once per worker, not shipped inside the pickled DoFn.
+        self.matcher = QueryMatcher(load_queries(self.queries_path))
+
+    def process(self, candidate):
+        queries = self.matcher.match(candidate["caption"])
+        if queries:
+            yield {**candidate, "queries": queries}
+        else:
+            yield _reject(candidate, "match", "no_query_match")
+
+
+def _first_of_url(url_and_candidates):
+    """URL dedup stage: one candidate per image URL (the first in a stable order); the rest are rejects."""
+    _url, candidates = url_and_candidates
+    ordered = sorted(candidates, key=lambda c: (c["caption"], c["page_url"], c["source"]))
+    yield ordered[0]
+    for candidate in ordered[1:]:
+        yield _reject(candidate, "dedup", "duplicate_url")
+
+
+def build_pipeline(p: beam.Pipeline, o: BuildWitOptions) -> None:
+    pairs, read_rejects = p | "ReadPairs" >> ReadPairs(
+        o.pairs, TableColumns(url=o.url_col, caption=o.caption_col, page_url=o.page_url_col))
+
+    cleaned = pairs | "CleanCaptions" >> beam.ParDo(
+        CleanCaptionFn(CaptionRules(min_chars=o.min_caption_chars, max_chars=o.max_caption_chars))
+    ).with_outputs("rejects", main="kept")
+    matched = cleaned.kept | "MatchQueries" >> beam.ParDo(MatchQueriesFn(o.queries)).with_outputs(
+        "rejects", main="kept")
+    unique = (
+        matched.kept
+        | "KeyByUrl" >> beam.Map(lambda c: (c["url"], c))
+        | "GroupByUrl" >> beam.GroupByKey()
+        | "OnePerUrl" >> beam.FlatMap(_first_of_url).with_outputs("rejects", main="kept")
+    )
+    kept, balance_rejects, query_candidates = unique.kept | "Balance" >> Balance(o.max_per_query, o.oversample)
+    query_selected = (
+        kept
+        | "SelectedQueryIds" >> beam.FlatMap(lambda c: c["queries"])
+        | "CountSelected" >> beam.combiners.Count.PerElement()
+    )
+    summaries = (
+        kept
+        | "PlanShards" >> PlanShards(o.samples_per_shard)
+        | "WriteShards" >> beam.ParDo(WriteShardFn(shard_config(o)))
+    )
+
+    rejects = (read_rejects, cleaned.rejects, matched.rejects, unique.rejects, balance_rejects) | (
+        "AllRejects" >> beam.Flatten())
+    import pyarrow as pa
+
+    rejects | "WriteRejects" >> beam.io.WriteToParquet(
+        FileSystems.join(o.output, "rejects", "rejects"),
+        pa.schema([(name, getattr(pa, kind)()) for name, kind in REJECT_SCHEMA_FIELDS]),
+        file_name_suffix=".parquet")
+    reject_counts = (
+        rejects
+        | "RejectKey" >> beam.Map(lambda r: (r["stage"], r["reason"]))
+        | "CountRejects" >> beam.combiners.Count.PerElement()
+    )
+    n_candidates = (
+        (pairs, read_rejects)
+        | "AllRead" >> beam.Flatten()
+        | "CountCandidates" >> beam.combiners.Count.Globally()
+    )
+    output, queries_path = o.output, o.queries  # the closure below must pickle: plain strings only
+    (
+        summaries
+        | "AllSummaries" >> beam.combiners.ToList()
+        | "WriteTotals" >> beam.Map(
+            lambda s, n, rc, qc, qs: write_totals(output, load_queries(queries_path), n, rc, s, qc, qs),
+            beam.pvalue.AsSingleton(n_candidates), beam.pvalue.AsDict(reject_counts),
+            beam.pvalue.AsDict(query_candidates), beam.pvalue.AsDict(query_selected))
+        | "LogTotals" >> beam.Map(lambda stats: logging.info("OpenWIT totals: %s", stats))
+    )
+
+
+def parse_options(argv: list[str]) -> BuildWitOptions:
+    options = PipelineOptions(argv)
+    if options.view_as(StandardOptions).runner is None:
+        options.view_as(StandardOptions).runner = DEFAULT_RUNNER
+    return options.view_as(BuildWitOptions)
+
+
+def run(argv: list[str] | None = None) -> "beam.runners.runner.PipelineResult":
+    o = parse_options(sys.argv[1:] if argv is None else argv)
+    check_options(o)
+    load_queries(o.queries)  # a bad query list fails here, before the run, not inside a worker
+    p = beam.Pipeline(options=o)
+    build_pipeline(p, o)
+    result = p.run()
+    result.wait_until_finish()
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        run(argv)
+    except InputError as e:
+        print(f"build_wit: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return 0
+
+
+if __name__ == "__main__":
+    logging.getLogger().setLevel(logging.INFO)
+    sys.exit(main())

@@ -1,0 +1,183 @@
+"""Read candidate pairs from url+caption tables: Parquet, CSV or TSV, one or many files, any Beam filesystem.
+
+`check_tables` runs when the pipeline is built: a missing file or column is a whole-input error that stops the
+run before any work (exit 2, naming the file). `read_table` is the per-file core that streams rows, so a
+table never sits whole in memory; a bad row becomes a reject naming file and row, never a failed run.
+"""
+
+import csv
+import io
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from openwit.errors import InputError
+
+STAGE = "read"
+REASONS = {
+    "bad_row": "the row has a different number of fields than the header",
+    "missing_url": "the url field is empty",
+    "bad_url": "the url is not an absolute http(s) URL",
+}
+FORMATS = ("parquet", "csv", "tsv")
+
+
+@dataclass(frozen=True)
+class TableColumns:
+    url: str = "url"
+    caption: str = "caption"
+    page_url: str | None = None  # optional column with the page the image was found on
+
+
+def table_format(path: str) -> str:
+    name = path.lower()
+    for suffix in (".gz", ".bz2", ".zst"):
+        name = name.removesuffix(suffix)
+    for fmt in FORMATS:
+        if name.endswith("." + fmt):
+            return fmt
+    if name.endswith(".txt"):
+        return "tsv"
+    raise InputError(
+        f"pairs table {path!r}: unknown format; name it *.parquet, *.csv or *.tsv (optionally .gz or .bz2)"
+    )
+
+
+def expand_patterns(patterns: list[str]) -> list[str]:
+    """All files matched by the given paths or globs, sorted; an unmatched pattern is an error."""
+    paths = []
+    for pattern in patterns:
+        try:
+            matched = FileSystems.match([pattern])[0].metadata_list
+        except Exception as e:
+            raise InputError(f"pairs table {pattern!r}: cannot list it: {e}") from e
+        if not matched:
+            raise InputError(f"pairs table {pattern!r}: no such file; check the path given to --pairs")
+        paths.extend(sorted(m.path for m in matched))
+    return paths
+
+
+def _header(path: str) -> list[str]:
+    fmt = table_format(path)
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            with FileSystems.open(path) as f:
+                return pq.ParquetFile(f).schema_arrow.names
+        with FileSystems.open(path) as f:
+            text = io.TextIOWrapper(f, encoding="utf-8", errors="replace", newline="")
+            return next(csv.reader(text, delimiter="\t" if fmt == "tsv" else ","), [])
+    except InputError:
+        raise
+    except Exception as e:
+        raise InputError(f"pairs table {path!r} is not a readable {fmt} file: {e}") from e
+
+
+def check_tables(paths: list[str], columns: TableColumns) -> None:
+    """Fail early, naming the file, when a table cannot be read or lacks a column the run needs."""
+    for path in paths:
+        header = _header(path)
+        needed = [c for c in (columns.url, columns.caption, columns.page_url) if c]
+        missing = [c for c in needed if c not in header]
+        if missing:
+            raise InputError(
+                f"pairs table {path!r} has no column {missing[0]!r} (columns: {header}); "
+                "name the right ones with --url-col, --caption-col and --page-url-col"
+            )
+
+
+def _rows_csv(path: str, delimiter: str, columns: TableColumns):
+    with FileSystems.open(path) as f:
+        # A stray invalid byte in one caption must not stop a million-row file: decode with replacement.
+        text = io.TextIOWrapper(f, encoding="utf-8", errors="replace", newline="")
+        reader = csv.reader(text, delimiter=delimiter)
+        header = next(reader, [])
+        index = {name: i for i, name in enumerate(header)}
+        for row_number, row in enumerate(reader, start=1):
+            if len(row) != len(header):
+                yield row_number, None
+                continue
+            yield row_number, {
+                "url": row[index[columns.url]],
+                "caption": row[index[columns.caption]],
+                "page_url": row[index[columns.page_url]] if columns.page_url else "",
+            }
+
+
+def _rows_parquet(path: str, columns: TableColumns):
+    import pyarrow.parquet as pq
+
+    names = [c for c in (columns.url, columns.caption, columns.page_url) if c]
+    with FileSystems.open(path) as f:
+        row_number = 0
+        for batch in pq.ParquetFile(f).iter_batches(batch_size=8192, columns=names):
+            data = batch.to_pydict()
+            for i in range(batch.num_rows):
+                row_number += 1
+                yield row_number, {
+                    "url": data[columns.url][i],
+                    "caption": data[columns.caption][i],
+                    "page_url": data[columns.page_url][i] if columns.page_url else "",
+                }
+
+
+def is_fetchable_url(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def read_table(path: str, columns: TableColumns):
+    """Yield ("candidate", dict) or ("reject", dict) for every data row of the table at `path`."""
+    fmt = table_format(path)
+    rows = _rows_parquet(path, columns) if fmt == "parquet" else _rows_csv(path, "\t" if fmt == "tsv" else ",", columns)
+    for row_number, row in rows:
+        source = f"{path}:{row_number}"
+        if row is None:
+            yield "reject", {"url": "", "caption": "", "stage": STAGE, "reason": "bad_row", "source": source}
+            continue
+        url = (row["url"] or "").strip()
+        caption = row["caption"] or ""
+        reason = "missing_url" if not url else None if is_fetchable_url(url) else "bad_url"
+        if reason:
+            yield "reject", {"url": url, "caption": caption, "stage": STAGE, "reason": reason, "source": source}
+        else:
+            yield "candidate", {"url": url, "caption": caption, "page_url": (row["page_url"] or "").strip(),
+                                "source": source}
+
+
+class _ReadTableFn(beam.DoFn):
+    def __init__(self, columns: TableColumns):
+        self.columns = columns
+
+    def process(self, path):
+        for kind, record in read_table(path, self.columns):
+            if kind == "candidate":
+                yield record
+            else:
+                yield beam.pvalue.TaggedOutput("rejects", record)
+
+
+class ReadPairs(beam.PTransform):
+    """url+caption tables -> (candidates, rejects). Files are checked when the pipeline is built."""
+
+    def __init__(self, patterns: list[str], columns: TableColumns = TableColumns()):
+        super().__init__()
+        self.paths = expand_patterns(patterns)
+        check_tables(self.paths, columns)
+        self.columns = columns
+
+    def expand(self, root):
+        outputs = (
+            root
+            | "TablePaths" >> beam.Create(self.paths)
+            # One file per element: the runner spreads files over workers.
+            | "SpreadFiles" >> beam.Reshuffle()
+            | "ReadRows" >> beam.ParDo(_ReadTableFn(self.columns)).with_outputs("rejects", main="candidates")
+        )
+        return outputs.candidates, outputs.rejects

@@ -1,0 +1,216 @@
+"""Build one shard: fetch every image of it, decode/resize/encode, drop eval-set near-duplicates, and write
+`shards/{shard:05d}.tar` (WebDataset), `.parquet` (one row per attempted sample) and `_stats.json`.
+
+Image bytes are born here and go straight to the output: they are never shuffled between workers.
+Files are written under temporary names and renamed when whole; `_stats.json` is written last and marks the
+shard complete, so a rerun skips complete shards and redoes the rest (the result is the same bytes).
+"""
+
+import asyncio
+import concurrent.futures
+import hashlib
+import io
+import json
+import os
+import tarfile
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+
+from pipeline import fetch, resize
+
+EVAL_DUPLICATE = "eval_duplicate"
+DECONTAMINATE_MODES = ("drop", "report")
+
+PARQUET_SCHEMA = pa.schema([
+    ("key", pa.string()),
+    ("url", pa.string()),
+    ("caption", pa.string()),
+    ("status", pa.string()),  # "success" or "failed", as in img2dataset
+    ("error_message", pa.string()),  # the reason of a failure, from fetch.REASONS / resize.REASONS
+    ("width", pa.int32()),
+    ("height", pa.int32()),
+    ("original_width", pa.int32()),
+    ("original_height", pa.int32()),
+    ("sha256", pa.string()),  # of the downloaded bytes
+    ("phash", pa.string()),  # imagehash pHash of the written image, hex
+    ("queries", pa.list_(pa.int32())),
+    ("page_url", pa.string()),
+    ("eval_matches", pa.list_(pa.struct([
+        ("eval_set", pa.string()), ("eval_id", pa.string()), ("method", pa.string()), ("distance", pa.float32()),
+    ]))),
+])
+
+
+def stage_of(reason: str) -> str:
+    """The stage a shard-level failure is counted under in stats.json."""
+    if reason == EVAL_DUPLICATE:
+        return "decontaminate"
+    return "image" if reason in resize.REASONS else "fetch"
+
+
+def shard_path(output: str, shard: int, suffix: str) -> str:
+    return FileSystems.join(output, "shards", f"{shard:05d}{suffix}")
+
+
+@dataclass(frozen=True)
+class ShardConfig:
+    output: str
+    fetch: fetch.FetchOptions
+    image: resize.ImageOptions
+    eval_index: str | None = None
+    decontaminate: str = "drop"
+    threads: int = 0  # decode/resize threads per worker; 0 = one per core
+
+
+def _write_atomically(path: str, data_writer) -> None:
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    with FileSystems.create(tmp) as f:
+        data_writer(f)
+    FileSystems.rename([tmp], [path])
+
+
+def _tar_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    # Fixed metadata (no mtime, owner or mode from the machine), so a rerun writes byte-identical tars.
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = len(data), 0, 0o444
+    tar.addfile(info, io.BytesIO(data))
+
+
+def summarize(shard: int, rows: list[dict]) -> dict:
+    """What the totals need from a shard: counts by status and reason, per-query kept counts, overlaps."""
+    failed = Counter(r["error_message"] for r in rows if r["status"] != "success")
+    query_kept = Counter(q for r in rows if r["status"] == "success" for q in r["queries"])
+    overlap = [
+        {**m, "sample_key": r["key"], "url": r["url"]} for r in rows for m in (r["eval_matches"] or [])
+    ]
+    return {
+        "shard": shard,
+        "count": len(rows),
+        "successes": len(rows) - sum(failed.values()),
+        "failed": dict(sorted(failed.items())),
+        "query_kept": dict(query_kept),
+        "overlap": overlap,
+    }
+
+
+class ShardBuilder:
+    """The plain-Python core of the shard step: one per worker, reused for every shard it gets."""
+
+    def __init__(self, config: ShardConfig):
+        self.config = config
+        self.pool = concurrent.futures.ThreadPoolExecutor(config.threads or os.cpu_count() or 1)
+        self.eval_index = None
+        if config.eval_index:
+            from dedup.eval_index import EvalIndex
+
+            self.eval_index = EvalIndex.load(config.eval_index)
+
+    def close(self):
+        self.pool.shutdown(wait=True)
+
+    def is_complete(self, shard: int) -> bool:
+        return FileSystems.exists(shard_path(self.config.output, shard, "_stats.json"))
+
+    def read_rows(self, shard: int) -> list[dict]:
+        with FileSystems.open(shard_path(self.config.output, shard, ".parquet")) as f:
+            return pq.read_table(f).to_pylist()
+
+    def build(self, shard: int, candidates: list[dict]) -> dict:
+        """Write the shard (or reuse it when a previous run completed it) and return its summary."""
+        if self.is_complete(shard):
+            return summarize(shard, self.read_rows(shard))
+        started = time.time()
+        candidates = sorted(candidates, key=lambda c: c["index"])
+        samples = asyncio.run(self._download_and_process(candidates))
+        rows = [row for row, _files in samples]
+
+        def write_tar(f):
+            with tarfile.open(fileobj=f, mode="w|", format=tarfile.GNU_FORMAT) as tar:
+                for row, files in samples:
+                    for name, data in files:
+                        _tar_member(tar, f"{row['key']}.{name}", data)
+
+        out = self.config.output
+        _write_atomically(shard_path(out, shard, ".tar"), write_tar)
+        _write_atomically(shard_path(out, shard, ".parquet"),
+                          lambda f: pq.write_table(pa.Table.from_pylist(rows, schema=PARQUET_SCHEMA), f))
+        summary = summarize(shard, rows)
+        stats = {k: summary[k] for k in ("shard", "count", "successes", "failed")}
+        stats["duration_s"] = round(time.time() - started, 3)
+        _write_atomically(shard_path(out, shard, "_stats.json"),
+                          lambda f: f.write(json.dumps(stats, indent=2).encode()))
+        return summary
+
+    async def _download_and_process(self, candidates: list[dict]) -> list[tuple[dict, list]]:
+        loop = asyncio.get_running_loop()
+        async with fetch.Fetcher(self.config.fetch) as fetcher:
+            async def one(candidate):
+                result = await fetcher.fetch(candidate["url"])
+                # Decoding and resizing are CPU work: a thread pool keeps the event loop fetching meanwhile.
+                return await loop.run_in_executor(self.pool, self._make_sample, candidate, result)
+
+            return await asyncio.gather(*(one(c) for c in candidates))
+
+    def _make_sample(self, candidate: dict, result: "fetch.FetchResult") -> tuple[dict, list]:
+        """The shard parquet row of one candidate, and the files it contributes to the tar (none if failed)."""
+        row = {
+            "key": candidate["key"], "url": candidate["url"], "caption": candidate["caption"],
+            "status": "failed", "error_message": result.reason, "width": None, "height": None,
+            "original_width": None, "original_height": None, "sha256": None, "phash": None,
+            "queries": candidate["queries"], "page_url": candidate.get("page_url") or "", "eval_matches": [],
+        }
+        if result.reason is not None:
+            return row, []
+        row["sha256"] = hashlib.sha256(result.body).hexdigest()
+        try:
+            image = resize.process_image(result.body, self.config.image)
+        except resize.ImageRejected as e:
+            row["error_message"] = e.reason
+            return row, []
+        import imagehash
+
+        row.update(width=image.width, height=image.height, original_width=image.original_width,
+                   original_height=image.original_height, phash=str(imagehash.phash(image.image)))
+        if self.eval_index is not None:
+            matches = self.eval_index.lookup(image.image, candidate["caption"])
+            row["eval_matches"] = [
+                {"eval_set": m.eval_set, "eval_id": m.eval_id, "method": m.method, "distance": float(m.distance)}
+                for m in matches
+            ]
+            if matches and self.config.decontaminate == "drop":
+                row["error_message"] = EVAL_DUPLICATE
+                return row, []
+        row["status"], row["error_message"] = "success", None
+        meta = {k: row[k] for k in ("key", "url", "caption", "width", "height", "original_width",
+                                    "original_height", "sha256", "phash", "queries", "page_url")}
+        files = [(image.ext, image.data), ("txt", row["caption"].encode()),
+                 ("json", json.dumps(meta, ensure_ascii=False, sort_keys=True).encode())]
+        return row, files
+
+
+class WriteShardFn(beam.DoFn):
+    """(shard id, candidates) -> the shard's summary. The HTTP client, thread pool and eval index are made
+    once per worker in setup(); the DoFn itself holds only the picklable config."""
+
+    def __init__(self, config: ShardConfig):
+        self.config = config
+
+    def setup(self):
+        self.builder = ShardBuilder(self.config)
+
+    def process(self, shard_and_candidates):
+        shard, candidates = shard_and_candidates
+        summary = self.builder.build(shard, list(candidates))
+        for status in ("successes", "count"):
+            beam.metrics.Metrics.counter("shards", status).inc(summary[status])
+        yield summary
+
+    def teardown(self):
+        self.builder.close()

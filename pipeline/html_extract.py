@@ -9,6 +9,8 @@ The image URL: `src` when it is a fetchable URL; otherwise the lazy-loading attr
 page URL, its fragment dropped; anything that is not http(s) (data:, javascript:, blob:) is skipped.
 """
 
+import codecs
+import re
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 from selectolax.lexbor import LexborHTMLParser
@@ -16,10 +18,36 @@ from selectolax.lexbor import LexborHTMLParser
 TEXT_ATTRIBUTES = ("alt", "title", "data-image-title")
 # Where lazy-loading scripts keep the real image while `src` holds a placeholder.
 LAZY_SRC_ATTRIBUTES = ("data-src", "data-lazy-src", "data-original", "data-lazy", "data-url")
+HTML_TYPES = ("text/html", "application/xhtml+xml")
+_META_CHARSET = re.compile(rb"<meta[^>]{0,200}?charset=[\"']?([\w\-:.]{1,40})", re.IGNORECASE)
 MAX_URL_CHARS = 2048  # browsers and CDNs refuse longer URLs; such values are junk, not images
 
 
-def _absolute_http_url(value: str | None, base: str) -> str | None:
+def decode_html(body: bytes, declared: str | None) -> str | None:
+    """The page as text, or None when its bytes are not text in any charset it can be in."""
+    sniffed = _META_CHARSET.search(body[:4096])
+    candidates = [declared, sniffed.group(1).decode("ascii", "replace") if sniffed else None, "utf-8"]
+    if not declared and not sniffed:
+        candidates.append("windows-1252")  # what browsers assume for an undeclared page (HTML5)
+    names = []
+    for name in filter(None, candidates):
+        try:
+            names.append(codecs.lookup(name).name)
+        except LookupError:  # a charset name Python does not know, e.g. "x-user-defined"
+            continue
+    if body.count(b"\x00") > len(body) // 100 and not any(n.startswith("utf-16") for n in names):
+        return None  # binary content served as HTML
+    for name in names:
+        try:
+            return body.decode(name)
+        except (UnicodeDecodeError, ValueError):
+            continue
+    # A few stray bytes in a real page are common; a page of them is not text.
+    text = body.decode(names[0], "replace")
+    return text if text.count("\ufffd") <= len(text) // 100 else None
+
+
+def absolute_http_url(value: str | None, base: str) -> str | None:
     if not value:
         return None
     value = value.strip()
@@ -58,16 +86,16 @@ def best_srcset_candidate(srcset: str) -> str | None:
 
 def _image_url(node, base: str) -> str | None:
     attrs = node.attributes
-    url = _absolute_http_url(attrs.get("src"), base)
+    url = absolute_http_url(attrs.get("src"), base)
     if url:
         return url
     for name in LAZY_SRC_ATTRIBUTES:
-        url = _absolute_http_url(attrs.get(name), base)
+        url = absolute_http_url(attrs.get(name), base)
         if url:
             return url
     for name in ("srcset", "data-srcset"):
         if attrs.get(name):
-            url = _absolute_http_url(best_srcset_candidate(attrs[name]), base)
+            url = absolute_http_url(best_srcset_candidate(attrs[name]), base)
             if url:
                 return url
     return None
@@ -91,7 +119,7 @@ def extract_images(html: str | bytes, page_url: str) -> list[tuple[str, str]]:
     base = page_url
     base_node = tree.css_first("base[href]")
     if base_node is not None:
-        base = _absolute_http_url(base_node.attributes.get("href"), page_url) or page_url
+        base = absolute_http_url(base_node.attributes.get("href"), page_url) or page_url
 
     has_figures = tree.css_first("figure") is not None  # skip the walk up the tree on pages without figures
     pairs, seen = [], set()

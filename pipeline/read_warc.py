@@ -10,7 +10,6 @@ the Beam sources, one element per file so many files are read in parallel. Offse
 ("warc:FILE#OFFSET") are the compressed offsets of the member, the same offsets Common Crawl's index gives.
 """
 
-import codecs
 import json
 import re
 import zlib
@@ -23,7 +22,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from openwit.errors import InputError
-from pipeline.html_extract import TEXT_ATTRIBUTES, _absolute_http_url, extract_images
+from pipeline.html_extract import HTML_TYPES, TEXT_ATTRIBUTES, absolute_http_url, decode_html, extract_images
 
 STAGE = "read"
 REASONS = {
@@ -40,7 +39,6 @@ REASONS = {
     "too_large": "the record is larger than --max-page-bytes",
     "bad_json": "the WAT record is not the JSON metadata Common Crawl writes",
 }
-HTML_TYPES = ("text/html", "application/xhtml+xml")
 DEFAULT_MAX_PAGE_BYTES = 5 * 1024 * 1024  # Common Crawl itself truncates payloads at 1 MiB
 
 _GZIP_MAGIC = b"\x1f\x8b\x08"
@@ -50,7 +48,6 @@ _HEAD_KEEP = 64 * 1024  # decompressed bytes kept from a damaged member, to name
 _HEADER_ROOM = 256 * 1024  # WARC + HTTP headers on top of the page itself
 _TARGET_URI = re.compile(rb"\r?\nWARC-Target-URI:[ \t]*<?([^\r\n>]*)", re.IGNORECASE)
 _CONTENT_LENGTH = re.compile(rb"\r\nContent-Length:[ \t]*(\d+)[ \t]*(?=\r\n)", re.IGNORECASE)
-_META_CHARSET = re.compile(rb"<meta[^>]{0,200}?charset=[\"']?([\w\-:.]{1,40})", re.IGNORECASE)
 
 
 @dataclass
@@ -192,30 +189,6 @@ def target_uri(data: bytes) -> str:
     return found.group(1).decode("utf-8", "replace").strip() if found else ""
 
 
-def decode_html(body: bytes, declared: str | None) -> str | None:
-    """The page as text, or None when its bytes are not text in any charset it can be in."""
-    sniffed = _META_CHARSET.search(body[:4096])
-    candidates = [declared, sniffed.group(1).decode("ascii", "replace") if sniffed else None, "utf-8"]
-    if not declared and not sniffed:
-        candidates.append("windows-1252")  # what browsers assume for an undeclared page (HTML5)
-    names = []
-    for name in filter(None, candidates):
-        try:
-            names.append(codecs.lookup(name).name)
-        except LookupError:  # a charset name Python does not know, e.g. "x-user-defined"
-            continue
-    if body.count(b"\x00") > len(body) // 100 and not any(n.startswith("utf-16") for n in names):
-        return None  # binary content served as HTML
-    for name in names:
-        try:
-            return body.decode(name)
-        except (UnicodeDecodeError, ValueError):
-            continue
-    # A few stray bytes in a real page are common; a page of them is not text.
-    text = body.decode(names[0], "replace")
-    return text if text.count("\ufffd") <= len(text) // 100 else None
-
-
 class _Reject(Exception):
     def __init__(self, reason: str, url: str = ""):
         super().__init__(reason)
@@ -278,12 +251,12 @@ def images_from_wat_record(record_bytes: bytes) -> tuple[str, list[tuple[str, st
     if not isinstance(html, dict):
         raise _Reject("not_html", url)
     base = (html.get("Head") or {}).get("Base") if isinstance(html.get("Head"), dict) else None
-    base = _absolute_http_url(base, url) if isinstance(base, str) else None
+    base = absolute_http_url(base, url) if isinstance(base, str) else None
     pairs, seen = [], set()
     for link in html.get("Links") or []:
         if not isinstance(link, dict) or not str(link.get("path", "")).startswith("IMG@/src"):
             continue
-        image_url = _absolute_http_url(link.get("url") if isinstance(link.get("url"), str) else None,
+        image_url = absolute_http_url(link.get("url") if isinstance(link.get("url"), str) else None,
                                        base or url)
         if image_url is None:
             continue

@@ -1,0 +1,64 @@
+"""`openwit eval-index`: build one near-duplicate index file from several named eval sets.
+
+    openwit eval-index --eval-set cifar10=data/cifar10-test --eval-set coco=data/coco-val.parquet \
+        --output eval.idx
+
+Each --eval-set is NAME=PATH; PATH is an image folder (class subfolders as labels), a WebDataset .tar or
+a folder of them, a .parquet with an image column, or a .csv with a 'path' column (see dedup/eval_sets.py).
+Items that cannot be decoded are counted per reason and reported, not fatal; an eval set with no usable
+item at all is an error.
+"""
+
+import argparse
+import sys
+
+from dedup import caption_index
+from dedup.eval_index import DEFAULT_RADIUS, EvalIndex
+from dedup.eval_sets import parse_eval_set_arg, read_eval_set
+from openwit.errors import InputError
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="openwit eval-index", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--eval-set", action="append", required=True, metavar="NAME=PATH",
+                    help="an eval set to index (repeat for several)")
+    ap.add_argument("--output", required=True, help="index file to write (local or gs://, s3://, ...)")
+    ap.add_argument("--radius", type=int, default=DEFAULT_RADIUS,
+                    help=f"largest pHash Hamming distance reported as overlap (default {DEFAULT_RADIUS})")
+    ap.add_argument("--caption-max-distance", type=float, default=caption_index.DEFAULT_MAX_DISTANCE,
+                    help="largest 1-Jaccard caption distance reported as overlap "
+                         f"(default {caption_index.DEFAULT_MAX_DISTANCE})")
+    try:
+        args = ap.parse_args(argv)
+    except SystemExit as e:
+        if e.code:  # argparse already printed what is wrong
+            raise InputError("invalid command line (see usage above)") from None
+        raise
+    if not 0 <= args.radius <= 32:
+        raise InputError(f"--radius {args.radius}: give a Hamming distance between 0 and 32")
+    if not 0.0 <= args.caption_max_distance < 1.0:
+        raise InputError(f"--caption-max-distance {args.caption_max_distance}: give a value in [0, 1)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    named = [parse_eval_set_arg(v) for v in args.eval_set]
+    index, report = EvalIndex.build(((name, read_eval_set(path)) for name, path in named),
+                                    radius=args.radius, caption_max_distance=args.caption_max_distance)
+    for name, path in named:
+        rejected = sum(report.rejected[name].values())
+        if report.items[name] == 0:
+            detail = "; ".join(report.examples[name]) or "no items"
+            raise InputError(f"eval set {name!r} ({path}): no usable image among {rejected} items ({detail})")
+        print(f"{name}: {report.items[name]} items, {report.hashes[name]} hashes, {report.captions[name]} "
+              f"captions, {rejected} rejected {dict(report.rejected[name]) or ''}".rstrip(), file=sys.stderr)
+        for example in report.examples[name]:
+            print(f"  rejected {example}", file=sys.stderr)
+    index.save(args.output)
+    print(f"wrote {args.output}: {len(index)} eval items from {len(named)} eval sets", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

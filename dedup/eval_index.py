@@ -1,0 +1,198 @@
+"""The eval index: one file holding every eval set's signals, and the lookup the pipeline runs per sample.
+
+A sample overlaps an eval item when
+- its decoded pixels are byte-identical ("sha256", distance 0);
+- its pHash is within `radius` bits of the pHash of the eval image or of a stored variant ("phash",
+  "mirror_phash", "crop_phash"; see dedup/image_hashes.py);
+- its caption is within `caption_max_distance` (1 - Jaccard of word bigrams) of one of the item's
+  captions ("caption_minhash"; see dedup/caption_index.py).
+
+Built by `openwit eval-index` (dedup/build_index.py). The file is a NumPy .npz (no pickle, so loading an
+index from someone else cannot run code) written through Beam's filesystems, so it may live on gs:// etc.
+"""
+
+import io
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from dedup import caption_index, image_hashes
+from dedup.caption_index import CaptionIndex
+from dedup.eval_sets import EvalItem, decode
+from dedup.hamming_index import HammingIndex
+from openwit.errors import InputError
+
+FORMAT = "openwit-eval-index"
+VERSION = 1
+# Largest pHash distance reported as an overlap; chosen from the measured recall / false-positive curves
+# in bench/RESULTS.md ("Eval-set decontamination").
+DEFAULT_RADIUS = 10
+METHODS = ("sha256", "phash", "mirror_phash", "crop_phash", "caption_minhash")
+
+
+@dataclass(frozen=True)
+class OverlapMatch:
+    eval_set: str  # name given at build time
+    eval_id: str  # stable id of the eval item
+    method: str  # one of METHODS
+    distance: float  # Hamming distance (hashes) or 1-Jaccard (captions); 0 for exact
+
+
+@dataclass
+class BuildReport:
+    """What went into the index, per eval set: items indexed and items rejected with their reasons."""
+
+    items: dict[str, int] = field(default_factory=dict)
+    hashes: dict[str, int] = field(default_factory=dict)
+    captions: dict[str, int] = field(default_factory=dict)
+    rejected: dict[str, dict[str, int]] = field(default_factory=dict)
+    examples: dict[str, list[str]] = field(default_factory=dict)  # a few "id: reason" per eval set
+
+
+class EvalIndex:
+    def __init__(self, eval_sets: list[str], item_set: np.ndarray, item_ids: list[str], item_sha: np.ndarray,
+                 codes: np.ndarray, code_item: np.ndarray, code_method: np.ndarray,
+                 captions: list[str], caption_item: np.ndarray, radius: int = DEFAULT_RADIUS,
+                 caption_max_distance: float = caption_index.DEFAULT_MAX_DISTANCE):
+        self.eval_sets = list(eval_sets)
+        self.item_set = np.asarray(item_set, dtype=np.int32)
+        self.item_ids = list(item_ids)
+        self.item_sha = np.asarray(item_sha, dtype=np.uint8).reshape(-1, 32)
+        self.codes = np.asarray(codes, dtype=np.uint64)
+        self.code_item = np.asarray(code_item, dtype=np.int32)
+        self.code_method = np.asarray(code_method, dtype=np.uint8)
+        self.captions = list(captions)
+        self.caption_item = np.asarray(caption_item, dtype=np.int32)
+        self.radius = int(radius)
+        self.caption_max_distance = float(caption_max_distance)
+        self._build_lookups()
+
+    def _build_lookups(self) -> None:
+        self._hamming = HammingIndex(self.codes, radius=self.radius)
+        self._sha: dict[bytes, list[int]] = {}
+        for i, digest in enumerate(self.item_sha):
+            self._sha.setdefault(digest.tobytes(), []).append(i)
+        self._captions = (CaptionIndex(self.captions, self.caption_item.tolist(), self.caption_max_distance)
+                          if self.captions else None)
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+    # ---- building -------------------------------------------------------------------------------------
+
+    @classmethod
+    def build(cls, eval_sets: Iterable[tuple[str, Iterable[EvalItem]]], radius: int = DEFAULT_RADIUS,
+              caption_max_distance: float = caption_index.DEFAULT_MAX_DISTANCE) -> tuple["EvalIndex", BuildReport]:
+        """Hash every item of every (name, items) eval set; unreadable items are counted, not fatal."""
+        names, item_set, item_ids, item_sha = [], [], [], []
+        codes, code_item, code_method, captions, caption_item = [], [], [], [], []
+        report = BuildReport()
+        for name, items in eval_sets:
+            if name in names:
+                raise InputError(f"eval set name {name!r} is given twice; give each --eval-set a distinct name")
+            names.append(name)
+            set_no = len(names) - 1
+            rejected, examples = report.rejected.setdefault(name, {}), report.examples.setdefault(name, [])
+            report.items[name] = report.hashes[name] = report.captions[name] = 0
+            for item in items:
+                try:
+                    if item.error:
+                        raise ValueError(item.error)
+                    image = decode(item.image_bytes)
+                except ValueError as e:
+                    reason = str(e).split(":")[0] if item.error is None else "unreadable"
+                    rejected[reason] = rejected.get(reason, 0) + 1
+                    if len(examples) < 5:
+                        examples.append(f"{item.eval_id}: {e}")
+                    continue
+                number = len(item_ids)
+                item_set.append(set_no)
+                item_ids.append(item.eval_id)
+                item_sha.append(np.frombuffer(image_hashes.pixel_sha256(image), dtype=np.uint8))
+                for method, code in image_hashes.eval_variants(image):
+                    codes.append(code)
+                    code_item.append(number)
+                    code_method.append(METHODS.index(method))
+                    report.hashes[name] += 1
+                for caption in item.captions:
+                    captions.append(caption)
+                    caption_item.append(number)
+                    report.captions[name] += 1
+                report.items[name] += 1
+        index = cls(names, np.array(item_set, dtype=np.int32), item_ids,
+                    np.array(item_sha, dtype=np.uint8).reshape(-1, 32), np.array(codes, dtype=np.uint64),
+                    np.array(code_item, dtype=np.int32), np.array(code_method, dtype=np.uint8),
+                    captions, np.array(caption_item, dtype=np.int32), radius, caption_max_distance)
+        return index, report
+
+    # ---- file -----------------------------------------------------------------------------------------
+
+    def save(self, path: str) -> None:
+        from apache_beam.io.filesystems import FileSystems
+
+        meta = {"format": FORMAT, "version": VERSION, "radius": self.radius,
+                "caption_max_distance": self.caption_max_distance, "eval_sets": self.eval_sets,
+                "methods": list(METHODS)}
+        buf = io.BytesIO()
+        np.savez(buf, meta=np.array(json.dumps(meta)), item_set=self.item_set,
+                 item_ids=np.array(self.item_ids, dtype=np.str_), item_sha=self.item_sha, codes=self.codes,
+                 code_item=self.code_item, code_method=self.code_method,
+                 captions=np.array(self.captions, dtype=np.str_), caption_item=self.caption_item)
+        try:
+            with FileSystems.create(path) as f:
+                f.write(buf.getvalue())
+        except Exception as e:  # each Beam filesystem raises its own error types
+            raise InputError(f"cannot write eval index {path!r}: {e}. Check --output.") from e
+
+    @classmethod
+    def load(cls, path: str) -> "EvalIndex":
+        from apache_beam.io.filesystems import FileSystems
+
+        try:
+            with FileSystems.open(path, compression_type="uncompressed") as f:
+                data = f.read()
+        except Exception as e:
+            raise InputError(f"cannot read eval index {path!r}: {e}. Build one with `openwit eval-index`.") from e
+        try:
+            arrays = np.load(io.BytesIO(data), allow_pickle=False)
+            meta = json.loads(str(arrays["meta"]))
+            if meta.get("format") != FORMAT:
+                raise ValueError("not an OpenWIT eval index")
+            if meta.get("version") != VERSION:
+                raise ValueError(f"index format version {meta.get('version')}, this OpenWIT reads {VERSION}")
+            methods = meta["methods"]
+            # Method codes are positions in the list saved with the file, so reordering METHODS later
+            # cannot silently relabel an old index.
+            code_method = np.array([METHODS.index(m) for m in methods], dtype=np.uint8)[arrays["code_method"]]
+            return cls(meta["eval_sets"], arrays["item_set"], arrays["item_ids"].tolist(), arrays["item_sha"],
+                       arrays["codes"], arrays["code_item"], code_method, arrays["captions"].tolist(),
+                       arrays["caption_item"], meta["radius"], meta["caption_max_distance"])
+        except Exception as e:
+            raise InputError(f"{path!r} is not a readable eval index ({type(e).__name__}: {e}); "
+                             "rebuild it with `openwit eval-index`") from e
+
+    # ---- lookup ---------------------------------------------------------------------------------------
+
+    def lookup(self, image, caption: str | None = None) -> list[OverlapMatch]:
+        """Every eval item the sample overlaps, once per method with its smallest distance; sorted."""
+        best: dict[tuple[int, str], float] = {}
+
+        def add(item: int, method: str, distance: float) -> None:
+            if distance < best.get((item, method), float("inf")):
+                best[(item, method)] = distance
+
+        for item in self._sha.get(image_hashes.pixel_sha256(image), ()):
+            add(item, "sha256", 0.0)
+        code = image_hashes.sample_hash(image)
+        if code is not None and len(self.codes):
+            ids, dists = self._hamming.query(code, self.radius)
+            for code_id, d in zip(ids.tolist(), dists.tolist()):
+                add(int(self.code_item[code_id]), METHODS[self.code_method[code_id]], float(d))
+        if caption and self._captions is not None:
+            for item, d in self._captions.query(caption):
+                add(item, "caption_minhash", d)
+        matches = [OverlapMatch(self.eval_sets[self.item_set[item]], self.item_ids[item], method, distance)
+                   for (item, method), distance in best.items()]
+        return sorted(matches, key=lambda m: (m.eval_set, m.eval_id, m.method))

@@ -16,6 +16,7 @@ address guard of pipeline/ssrf.py (a public URL that redirects to 169.254.169.25
 """
 
 import asyncio
+import re
 import ssl
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -53,6 +54,8 @@ _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _RETRYABLE = frozenset({"http_429", "http_503", "timeout", "connection_error"})
 _ROBOTS_MAX_BYTES = 512 * 1024  # RFC 9309: crawlers must parse at least the first 500 KiB
 _CHUNK = 64 * 1024
+# A host name after IDNA encoding: letters, digits, hyphens, underscores (seen on real hosts), dots.
+_HOST = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?")
 
 
 @dataclass(frozen=True)
@@ -181,6 +184,8 @@ class Fetcher:
             raise _Failed("bad_url", f"malformed URL {url!r}: {e}") from None
         if target.scheme not in ("http", "https") or not host or not target.is_absolute():
             raise _Failed("bad_url", f"not an absolute http(s) URL: {url!r}")
+        if not _HOST.fullmatch(host) and ":" not in host:  # ":" only in IPv6 literals, which yarl validated
+            raise _Failed("bad_url", f"{host!r} is not a valid host name")
         if not self.options.allow_private_addresses:
             try:
                 check_url_host(host, port, frozenset(self.options.allowed_endpoints))

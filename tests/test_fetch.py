@@ -1,0 +1,319 @@
+"""The fetcher against real aiohttp servers on 127.0.0.1 that misbehave in every way the web does.
+
+Each hostile case must end in its own reason from fetch.REASONS, quickly (short limits), without raising and
+without holding more than the byte cap.
+"""
+
+import asyncio
+import gzip
+import socket
+
+import pytest
+from aiohttp import web
+
+from fetch_helpers import fetch_all, jpeg_bytes, serve, short_options
+from pipeline.fetch import REASONS, Fetcher, FetchOptions
+
+pytestmark = pytest.mark.timeout(60)
+
+JPEG = jpeg_bytes()
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+async def image(request):
+    return web.Response(body=JPEG, content_type="image/jpeg")
+
+
+def test_success_fills_every_field():
+    [r] = fetch_all({"/cat.jpg": image}, ["/cat.jpg"])
+    assert r.reason is None and r.body == JPEG and r.http_status == 200
+    assert r.final_url.endswith("/cat.jpg") and r.content_type == "image/jpeg" and r.attempts == 1
+
+
+def test_many_urls_concurrently_all_arrive_intact():
+    bodies = {f"/img/{i}.jpg": jpeg_bytes(color=(i, 2 * i, 3 * i)) for i in range(60)}
+
+    async def handler(request):
+        return web.Response(body=bodies[request.path])
+
+    results = fetch_all({"/img/{name}": handler}, list(bodies), max_concurrency=8, per_host_concurrency=4)
+    assert [r.body for r in results] == list(bodies.values())
+
+
+def test_http_errors_become_http_code_reasons():
+    async def missing(request):
+        raise web.HTTPNotFound()
+
+    async def broken(request):
+        raise web.HTTPInternalServerError()
+
+    async def odd(request):
+        return web.Response(status=599, body=b"?")
+
+    results = fetch_all({"/missing": missing, "/broken": broken, "/odd": odd}, ["/missing", "/broken", "/odd"])
+    assert [r.reason for r in results] == ["http_404", "http_500", "http_other"]
+    assert [r.http_status for r in results] == [404, 500, 599]
+    assert all(r.reason in REASONS for r in results)
+
+
+def test_format_is_sniffed_not_taken_from_content_type():
+    async def jpeg_as_html(request):
+        return web.Response(body=JPEG, content_type="text/html")
+
+    async def html_as_jpeg(request):
+        return web.Response(body=b"<html><body>Not found, sorry</body></html>", content_type="image/jpeg")
+
+    async def empty(request):
+        return web.Response(body=b"", content_type="image/png")
+
+    ok, html, nothing = fetch_all({"/a": jpeg_as_html, "/b": html_as_jpeg, "/c": empty}, ["/a", "/b", "/c"])
+    assert ok.reason is None and ok.body == JPEG
+    assert html.reason == "not_an_image" and nothing.reason == "not_an_image"
+
+
+def test_slow_drip_ends_in_timeout():
+    async def drip(request):
+        resp = web.StreamResponse(headers={"Content-Type": "image/png"})
+        await resp.prepare(request)
+        await resp.write(PNG_MAGIC)
+        while True:  # one byte every 50 ms, forever: per-read timeouts would never fire
+            await asyncio.sleep(0.05)
+            await resp.write(b"\0")
+
+    [r] = fetch_all({"/drip": drip}, ["/drip"], timeout_s=0.5)
+    assert r.reason == "timeout" and r.body is None
+
+
+def test_server_that_never_answers_ends_in_timeout():
+    async def silent(request):
+        await asyncio.sleep(30)
+
+    [r] = fetch_all({"/silent": silent}, ["/silent"], timeout_s=0.3)
+    assert r.reason == "timeout"
+
+
+def test_endless_body_is_aborted_at_the_cap():
+    sent = []
+
+    async def endless(request):
+        resp = web.StreamResponse(headers={"Content-Type": "image/png"})  # no Content-Length
+        await resp.prepare(request)
+        await resp.write(PNG_MAGIC)
+        chunk = b"\0" * 65536
+        try:
+            while True:
+                await resp.write(chunk)
+                sent.append(len(chunk))
+        except (ConnectionError, RuntimeError):
+            return resp
+
+    [r] = fetch_all({"/endless": endless}, ["/endless"], max_bytes=300_000, timeout_s=10)
+    assert r.reason == "too_large" and r.body is None
+    # The client hung up: the server got to send the cap plus what socket buffers hold, not an endless stream.
+    assert sum(sent) < 50_000_000
+
+
+def test_declared_huge_size_is_refused_before_reading():
+    async def huge(request):
+        resp = web.StreamResponse(headers={"Content-Type": "image/jpeg"})
+        resp.content_length = 10**12
+        await resp.prepare(request)
+        await resp.write(JPEG)
+        await asyncio.sleep(30)  # would hang a client that waits for the declared terabyte
+        return resp
+
+    [r] = fetch_all({"/huge": huge}, ["/huge"], timeout_s=5)
+    assert r.reason == "too_large" and "Content-Length" in r.error_message
+
+
+def test_gzip_bomb_is_capped_on_the_decompressed_size():
+    bomb = gzip.compress(PNG_MAGIC + b"\0" * 20_000_000)  # ~20 KB on the wire, 20 MB unpacked
+
+    async def gz(request):
+        return web.Response(body=bomb, headers={"Content-Encoding": "gzip", "Content-Type": "image/png"})
+
+    [r] = fetch_all({"/gz": gz}, ["/gz"], max_bytes=1_000_000)
+    assert len(bomb) < 1_000_000 and r.reason == "too_large"
+
+
+def test_connection_cut_mid_body_is_a_connection_error():
+    async def cut(request):
+        resp = web.StreamResponse(headers={"Content-Type": "image/jpeg"})
+        resp.content_length = len(JPEG) * 10
+        await resp.prepare(request)
+        await resp.write(JPEG)
+        request.transport.close()
+        return resp
+
+    [r] = fetch_all({"/cut": cut}, ["/cut"])
+    assert r.reason == "connection_error"
+
+
+def test_closed_port_is_a_connection_error():
+    with socket.socket() as s:  # a port that was free a moment ago and now has no listener
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    [r] = fetch_all({}, [f"http://127.0.0.1:{port}/x.jpg"])
+    assert r.reason == "connection_error"
+
+
+def test_garbage_instead_of_http_is_a_protocol_error():
+    async def main():
+        async def garbage(reader, writer):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"SSH-2.0-OpenSSH_9.6\r\n\r\nthis is not HTTP\r\n")
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(garbage, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server, Fetcher(short_options()) as fetcher:
+            return await fetcher.fetch(f"http://127.0.0.1:{port}/x.jpg")
+
+    r = asyncio.run(main())
+    assert r.reason == "protocol_error", r
+
+
+@pytest.mark.parametrize("url", ["ftp://example.com/a.jpg", "not a url", "http://", "/relative.jpg",
+                                 "data:image/png;base64,AAAA", "http://exa mple.com/a.jpg", "http://[::1/x"])
+def test_bad_urls_are_rejected_without_a_request(url):
+    async def main():
+        async with Fetcher(short_options()) as fetcher:
+            return await fetcher.fetch(url)
+
+    r = asyncio.run(main())
+    assert r.reason == "bad_url" and r.url == url
+
+
+def test_redirects_are_followed_up_to_the_limit():
+    async def hop(request):
+        n = int(request.match_info["n"])
+        if n == 0:
+            return web.Response(body=JPEG)
+        raise web.HTTPFound(f"/hop/{n - 1}")  # relative Location, resolved against the current URL
+
+    five, six = fetch_all({"/hop/{n}": hop}, ["/hop/5", "/hop/6"], max_redirects=5)
+    assert five.reason is None and five.body == JPEG and five.final_url.endswith("/hop/0")
+    assert six.reason == "too_many_redirects"
+
+
+def test_redirect_loop_stops_at_once():
+    hits = []
+
+    async def ping(request):
+        hits.append(request.path)
+        raise web.HTTPMovedPermanently("/pong" if request.path == "/ping" else "/ping")
+
+    [r] = fetch_all({"/ping": ping, "/pong": ping}, ["/ping"], max_redirects=5)
+    assert r.reason == "too_many_redirects" and "loop" in r.error_message
+    assert hits == ["/ping", "/pong"]
+
+
+def test_redirect_without_location_and_to_other_schemes():
+    async def no_location(request):
+        return web.Response(status=302)
+
+    async def to_file(request):
+        raise web.HTTPFound("file:///etc/passwd")
+
+    a, b = fetch_all({"/a": no_location, "/b": to_file}, ["/a", "/b"])
+    assert a.reason == "http_302" and b.reason == "bad_url"
+
+
+def test_429_with_retry_after_pauses_then_retries():
+    arrivals = []
+
+    async def busy(request):
+        arrivals.append(asyncio.get_running_loop().time())
+        if len(arrivals) == 1:
+            return web.Response(status=429, headers={"Retry-After": "1"})
+        return web.Response(body=JPEG)
+
+    [r] = fetch_all({"/busy": busy}, ["/busy"], retries=1)
+    assert r.reason is None and r.attempts == 2
+    # The retry waited for the time the server asked for (a lower bound, so it cannot flake).
+    assert arrivals[1] - arrivals[0] >= 0.95
+
+
+def test_retry_after_beyond_the_cap_gives_up_without_waiting():
+    hits = []
+
+    async def busy(request):
+        hits.append(1)
+        return web.Response(status=503, headers={"Retry-After": "3600"})
+
+    [r] = fetch_all({"/busy": busy}, ["/busy"], retries=3, max_retry_after_s=5)
+    assert r.reason == "http_503" and len(hits) == 1
+
+
+def test_503_without_retry_after_backs_off_and_recovers():
+    hits = []
+
+    async def flaky(request):
+        hits.append(1)
+        return web.Response(status=503) if len(hits) == 1 else web.Response(body=JPEG)
+
+    [r] = fetch_all({"/f": flaky}, ["/f"], retries=2)
+    assert r.reason is None and r.attempts == 2
+
+
+def test_per_host_and_total_concurrency_are_bounded():
+    in_flight = {"now": 0, "max": 0}
+
+    async def slow(request):
+        in_flight["now"] += 1
+        in_flight["max"] = max(in_flight["max"], in_flight["now"])
+        await asyncio.sleep(0.02)  # keep requests overlapping so the limit is what bounds them
+        in_flight["now"] -= 1
+        return web.Response(body=JPEG)
+
+    results = fetch_all({"/img/{n}": slow}, [f"/img/{n}" for n in range(40)], per_host_concurrency=3)
+    assert all(r.reason is None for r in results)
+    assert in_flight["max"] == 3
+
+    in_flight["max"] = 0
+
+    async def two_hosts():  # "127.0.0.1" and "localhost" are two hosts to the fetcher, one server here
+        async with serve({"/img/{n}": slow}) as base:
+            port = base.rsplit(":", 1)[1]
+            urls = [f"http://{h}:{port}/img/{n}" for n in range(20) for h in ("127.0.0.1", "localhost")]
+            async with Fetcher(short_options(per_host_concurrency=4, max_concurrency=5)) as fetcher:
+                return await asyncio.gather(*(fetcher.fetch(u) for u in urls))
+
+    assert all(r.reason is None for r in asyncio.run(two_hosts()))
+    assert in_flight["max"] == 5
+
+
+def test_minimum_delay_between_requests_to_a_host():
+    arrivals = []
+
+    async def timed(request):
+        arrivals.append(asyncio.get_running_loop().time())
+        return web.Response(body=JPEG)
+
+    results = fetch_all({"/i/{n}": timed}, [f"/i/{n}" for n in range(4)], min_host_delay_s=0.2)
+    assert all(r.reason is None for r in results)
+    gaps = [b - a for a, b in zip(arrivals, arrivals[1:])]
+    assert len(gaps) == 3 and min(gaps) >= 0.19
+
+
+def test_user_agent_has_a_contact_url_and_is_configurable():
+    seen = []
+
+    async def record(request):
+        seen.append(request.headers["User-Agent"])
+        return web.Response(body=JPEG)
+
+    fetch_all({"/a": record}, ["/a"])
+    fetch_all({"/a": record}, ["/a"], user_agent="MyLab-WIT/2.0 (+mailto:data@mylab.example)")
+    assert seen[0] == FetchOptions().user_agent and "+http" in seen[0]
+    assert seen[1] == "MyLab-WIT/2.0 (+mailto:data@mylab.example)"
+
+
+def test_fetcher_pickles_as_plain_config():
+    import pickle
+
+    options = FetchOptions(per_host_concurrency=2, allowed_endpoints=("10.0.0.2:8080",))
+    assert pickle.loads(pickle.dumps(options)) == options
+    fetcher = pickle.loads(pickle.dumps(Fetcher(options)))
+    assert fetcher.options == options

@@ -17,10 +17,12 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from openwit.errors import EXIT_BAD_INPUT, InputError
 from pipeline import fetch, resize
 from pipeline.balance import Balance
-from pipeline.captions import CaptionRules, clean_caption
+from pipeline.captions import CaptionCleaner, CaptionRules
 from pipeline.match import QueryMatcher
 from pipeline.plan_shards import PlanShards
+from pipeline.read_pages import ReadPages
 from pipeline.read_pairs import ReadPairs, TableColumns
+from pipeline.read_warc import DEFAULT_MAX_PAGE_BYTES, ReadWarc, ReadWat
 from pipeline.totals import write_totals
 from pipeline.write_shards import DECONTAMINATE_MODES, ShardConfig, WriteShardFn
 from queries.load import load_queries
@@ -40,6 +42,14 @@ class BuildWitOptions(PipelineOptions):
         inputs.add_argument("--url-col", default="url", help="column holding the image URL")
         inputs.add_argument("--caption-col", default="caption", help="column holding the caption (alt text)")
         inputs.add_argument("--page-url-col", default=None, help="optional column holding the page URL")
+        inputs.add_argument("--warc", action="append", default=[],
+                            help="Common Crawl WARC file(s), *.warc.gz paths or globs (repeatable)")
+        inputs.add_argument("--wat", action="append", default=[],
+                            help="Common Crawl WAT file(s), *.wat.gz paths or globs (repeatable)")
+        inputs.add_argument("--page-urls", action="append", default=[],
+                            help="text file(s) of page URLs to crawl, one per line (repeatable)")
+        inputs.add_argument("--max-page-bytes", type=int, default=DEFAULT_MAX_PAGE_BYTES,
+                            help="larger WARC records are rejects (too_large)")
         inputs.add_argument("--queries", help="query list: .txt (one per line), MetaCLIP metadata.json, or "
                                               "queries.parquet")
         parser.add_argument("--output", help="output folder (local, gs://, s3://, hdfs://)")
@@ -47,6 +57,10 @@ class BuildWitOptions(PipelineOptions):
         select = parser.add_argument_group("caption and selection")
         select.add_argument("--min-caption-chars", type=int, default=CaptionRules.min_chars)
         select.add_argument("--max-caption-chars", type=int, default=CaptionRules.max_chars)
+        select.add_argument("--languages", default="",
+                            help="keep captions in these languages only (ISO 639-1, comma-separated: en,de)")
+        select.add_argument("--language-confidence", type=float, default=CaptionRules.language_confidence,
+                            help="lingua confidence (0..1) a caption needs to count as one of --languages")
         select.add_argument("--max-per-query", type=int, default=20000,
                             help="t of MetaCLIP's balancing: about this many pairs kept per query")
         select.add_argument("--oversample", type=float, default=1.0,
@@ -86,8 +100,14 @@ class BuildWitOptions(PipelineOptions):
 
 def check_options(o: BuildWitOptions) -> None:
     """Whole-input problems stop the run before any work, with a message that says how to fix them."""
-    if not o.pairs:
-        raise InputError("no input: give --pairs with a url+caption table (Parquet, CSV or TSV)")
+    if not (o.pairs or o.warc or o.wat or o.page_urls):
+        raise InputError("no input: give --pairs (url+caption table), --warc, --wat or --page-urls (combinable)")
+    try:
+        CaptionCleaner(caption_rules(o))
+    except ValueError as e:
+        raise InputError(f"--languages {o.languages!r}: {e}") from e
+    if not 0 <= o.language_confidence <= 1:
+        raise InputError(f"--language-confidence must be in 0..1, got {o.language_confidence}")
     if not o.queries:
         raise InputError("no query list: give --queries (a .txt, MetaCLIP metadata.json, or queries.parquet)")
     if not o.output:
@@ -110,14 +130,25 @@ def check_options(o: BuildWitOptions) -> None:
         raise InputError(f"output folder {o.output!r} is not writable: {e}") from e
 
 
+def caption_rules(o: BuildWitOptions) -> CaptionRules:
+    languages = tuple(code.strip() for code in (o.languages or "").split(",") if code.strip())
+    return CaptionRules(min_chars=o.min_caption_chars, max_chars=o.max_caption_chars, languages=languages,
+                        language_confidence=o.language_confidence)
+
+
+def fetch_options(o: BuildWitOptions) -> fetch.FetchOptions:
+    """The same client, limits and politeness for pages (--page-urls) and images."""
+    return fetch.FetchOptions(
+        timeout_s=o.timeout, max_bytes=o.max_bytes, user_agent=o.user_agent,
+        allow_private_addresses=o.allow_private_addresses, respect_robots=not o.ignore_robots_txt,
+        respect_opt_outs=not o.ignore_opt_outs, max_concurrency=o.max_concurrency,
+        per_host_concurrency=o.per_host_concurrency, min_host_delay_s=o.min_host_delay, retries=o.retries)
+
+
 def shard_config(o: BuildWitOptions) -> ShardConfig:
     return ShardConfig(
         output=o.output,
-        fetch=fetch.FetchOptions(
-            timeout_s=o.timeout, max_bytes=o.max_bytes, user_agent=o.user_agent,
-            allow_private_addresses=o.allow_private_addresses, respect_robots=not o.ignore_robots_txt,
-            respect_opt_outs=not o.ignore_opt_outs, max_concurrency=o.max_concurrency,
-            per_host_concurrency=o.per_host_concurrency, min_host_delay_s=o.min_host_delay, retries=o.retries),
+        fetch=fetch_options(o),
         image=resize.ImageOptions(
             image_size=o.image_size, resize_mode=o.resize_mode, encode_format=o.encode_format,
             encode_quality=o.encode_quality, min_image_size=o.min_image_size,
@@ -136,10 +167,13 @@ class CleanCaptionFn(beam.DoFn):
     """Caption stage: normalize the caption or reject the candidate with the reason."""
 
     def __init__(self, rules: CaptionRules):
-        self.rules = rules
+        self.cleaner = CaptionCleaner(rules)
+
+    def setup(self):
+        self.cleaner.setup()  # the language detector, once per worker
 
     def process(self, candidate):
-        caption, reason = clean_caption(candidate["caption"], self.rules)
+        caption, reason = self.cleaner.clean(candidate["caption"])
         if reason:
             yield _reject(candidate, "caption", reason)
         else:
@@ -174,12 +208,22 @@ def _first_of_url(url_and_candidates):
 
 
 def build_pipeline(p: beam.Pipeline, o: BuildWitOptions) -> None:
-    pairs, read_rejects = p | "ReadPairs" >> ReadPairs(
-        o.pairs, TableColumns(url=o.url_col, caption=o.caption_col, page_url=o.page_url_col))
+    # Every source yields the same candidate record and read-stage rejects; any mix runs in one pipeline.
+    sources = []
+    if o.pairs:
+        sources.append(p | "ReadPairs" >> ReadPairs(
+            o.pairs, TableColumns(url=o.url_col, caption=o.caption_col, page_url=o.page_url_col)))
+    if o.warc:
+        sources.append(p | "ReadWarc" >> ReadWarc(o.warc, o.max_page_bytes))
+    if o.wat:
+        sources.append(p | "ReadWat" >> ReadWat(o.wat, o.max_page_bytes))
+    if o.page_urls:
+        sources.append(p | "ReadPages" >> ReadPages(o.page_urls, fetch_options(o)))
+    pairs = [candidates for candidates, _ in sources] | "AllCandidates" >> beam.Flatten()
+    read_rejects = [rejects for _, rejects in sources] | "AllReadRejects" >> beam.Flatten()
 
-    cleaned = pairs | "CleanCaptions" >> beam.ParDo(
-        CleanCaptionFn(CaptionRules(min_chars=o.min_caption_chars, max_chars=o.max_caption_chars))
-    ).with_outputs("rejects", main="kept")
+    cleaned = pairs | "CleanCaptions" >> beam.ParDo(CleanCaptionFn(caption_rules(o))).with_outputs(
+        "rejects", main="kept")
     matched = cleaned.kept | "MatchQueries" >> beam.ParDo(MatchQueriesFn(o.queries)).with_outputs(
         "rejects", main="kept")
     unique = (

@@ -219,21 +219,23 @@ class ReadArticles(beam.DoFn):
 class ReadWikipedia(beam.PTransform):
     """Dump paths (+ multistream indexes) -> article wiki texts, the work spread over workers."""
 
-    def __init__(self, dump_paths: list[str], index_paths: list[str]):
+    def __init__(self, dump_paths: list[str], index_paths: list[str], streams_per_range: int = STREAMS_PER_RANGE):
         super().__init__()
         self.dump_paths = dump_paths
         self.index_paths = index_paths
+        self.streams_per_range = streams_per_range
 
     def expand(self, pbegin):
         indexed = {dump_for_index(index, self.dump_paths): index for index in self.index_paths}
         whole_files = [(path, None, None) for path in self.dump_paths if path not in indexed]
         work = pbegin | "DumpFiles" >> beam.Create(whole_files)
         if indexed:
+            per_range = self.streams_per_range
             ranges = (
                 pbegin
                 | "IndexedDumps" >> beam.Create(sorted(indexed.items()))
                 | "StreamRanges" >> beam.FlatMap(
-                    lambda pair: ((pair[0], start, end) for start, end in stream_ranges(pair[1], file_size(pair[0]))))
+                    lambda pair: ((pair[0], start, end) for start, end in stream_ranges(pair[1], file_size(pair[0]), per_range)))
             )
             work = (work, ranges) | "AllWork" >> beam.Flatten()
         return (

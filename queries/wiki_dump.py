@@ -92,7 +92,8 @@ def parse_pages(chunks, where: str, synthetic_root: bool = False):
         yield from pages()
     except ET.ParseError as e:
         line, column = e.position
-        raise InputError(f"{where} is not well-formed XML at line {line}, column {column}: {e}. "
+        problem = str(e).rsplit(": line ", 1)[0]  # the position is given once, below
+        raise InputError(f"{where} is not well-formed XML at line {line}, column {column}: {problem}. "
                          "Give an uncorrupted MediaWiki XML export.") from e
     if root is None:
         raise InputError(f"{where} is empty; give a MediaWiki XML export")
@@ -235,7 +236,8 @@ class ReadWikipedia(beam.PTransform):
                 pbegin
                 | "IndexedDumps" >> beam.Create(sorted(indexed.items()))
                 | "StreamRanges" >> beam.FlatMap(
-                    lambda pair: ((pair[0], start, end) for start, end in stream_ranges(pair[1], file_size(pair[0]), per_range)))
+                    lambda pair: ((pair[0], start, end)
+                                  for start, end in stream_ranges(pair[1], file_size(pair[0]), per_range)))
             )
             work = (work, ranges) | "AllWork" >> beam.Flatten()
         return (

@@ -47,6 +47,7 @@ class DemoSite:
     """Paths to response bodies and headers; `pairs` are (image path, alt text, page path) as on the pages."""
     files: dict[str, tuple[bytes, str, dict]] = field(default_factory=dict)  # path -> (body, type, headers)
     pairs: list[tuple[str, str, str]] = field(default_factory=list)
+    expected: dict[str, str] = field(default_factory=dict)  # image path -> "success" or the failure reason
     queries: list[str] = field(default_factory=list)
 
 
@@ -114,16 +115,21 @@ def generate_site(seed: int = 0, pages: int = 12, images_per_page: int = 10) -> 
                                                    subject=subject, place=rng.choice(PLACES))
             img = draw_image(rng, rng.choice(SIZES), COLOURS[colour_name])
             body, ctype = encode(img, fmt)
-            headers = {}
+            headers, expected = {}, "robots_disallowed" if folder == "private" else "success"
             kind = rng.random()
             if kind < 0.05:
-                path = path.replace("/img/", "/missing/")  # broken link: 404
+                path, expected = path.replace("/img/", "/missing/"), "http_404"  # broken link
             elif kind < 0.08:
                 body, ctype = _page("Not an image", "<p>Sorry</p>"), "image/jpeg"  # lies about its type
+                expected = "not_an_image"
             elif kind < 0.10 and fmt == "jpg":
-                body = body[: len(body) // 3]  # truncated download
+                body, expected = body[: len(body) // 3], "decode_error"  # truncated download
             elif kind < 0.12:
                 headers["X-Robots-Tag"] = "noai, noimageai"  # the publisher opted out of AI training
+                expected = "opted_out"
+            if folder == "private":
+                expected = "robots_disallowed"  # robots.txt is checked before anything is fetched
+            site.expected[path] = expected
             if "/missing/" not in path:
                 site.files[path] = (body, ctype, headers)
             site.pairs.append((path, alt, page_path))

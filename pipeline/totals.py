@@ -10,12 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
+from dedup.overlap import overlap_path, overlap_table
 from pipeline.write_shards import stage_of
-
-OVERLAP_SCHEMA = pa.schema([
-    ("eval_set", pa.string()), ("eval_id", pa.string()), ("sample_key", pa.string()), ("url", pa.string()),
-    ("method", pa.string()), ("distance", pa.float32()),
-])
 
 
 def _write(path: str, data: bytes) -> None:
@@ -76,9 +72,7 @@ def write_totals(output: str, queries: list[str], n_candidates: int, reject_coun
         for match in summary["overlap"]:
             by_eval_set[match["eval_set"]].append(match)
     for eval_set, matches in sorted(by_eval_set.items()):
-        matches.sort(key=lambda m: (m["eval_id"], m["sample_key"], m["method"]))
-        _write_parquet(FileSystems.join(output, "overlap", f"{eval_set}.parquet"),
-                       pa.Table.from_pylist(matches, schema=OVERLAP_SCHEMA))
+        _write_parquet(overlap_path(output, eval_set), overlap_table(matches))
 
     top = sorted(((kept.get(i, 0), query_candidates.get(i, 0), q) for i, q in enumerate(queries)), reverse=True)
     _write(FileSystems.join(output, "report.html"), render_report(stats, top[:50], by_eval_set).encode())

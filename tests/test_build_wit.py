@@ -1,7 +1,6 @@
 """The whole pipeline on the demo web: real HTTP on 127.0.0.1, the real Beam runner, real files read back with
 independent readers (tarfile, pyarrow, webdataset)."""
 
-import glob
 import json
 import os
 import shutil
@@ -14,46 +13,17 @@ import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
 
-from pipeline import build_wit
+from build_helpers import build, load_stats, read_bytes, reject_rows, shard_files, shard_rows
 from pipeline.write_shards import stage_of
 
 pytestmark = pytest.mark.timeout(600)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def build(pairs, queries, output, *extra):
-    argv = ["--pairs", pairs, "--queries", queries, "--output", str(output), "--samples-per-shard", "40",
-            "--allow-private-addresses", "--image-size", "64", *extra]
-    assert build_wit.main(argv) == 0
-    return str(output)
-
-
-def shard_files(output, pattern="*"):
-    return sorted(glob.glob(os.path.join(output, "shards", pattern)))
-
-
-def read_bytes(paths):
-    return {os.path.basename(p): open(p, "rb").read() for p in paths}
-
-
 @pytest.fixture(scope="module")
 def built(demo_inputs, tmp_path_factory):
     pairs, queries = demo_inputs
     return build(pairs, queries, tmp_path_factory.mktemp("out") / "ds")
-
-
-def load_stats(output):
-    with open(os.path.join(output, "stats.json")) as f:
-        return json.load(f)
-
-
-def shard_rows(output):
-    return [row for path in shard_files(output, "*.parquet") for row in pq.read_table(path).to_pylist()]
-
-
-def reject_rows(output):
-    return [row for path in sorted(glob.glob(os.path.join(output, "rejects", "*.parquet")))
-            for row in pq.read_table(path).to_pylist()]
 
 
 def test_every_candidate_is_in_a_shard_or_a_reject_and_stats_add_up(built, demo_site):

@@ -1,0 +1,38 @@
+"""Helpers for tests that run the whole pipeline: build a dataset, read its files back."""
+
+import glob
+import json
+import os
+
+import pyarrow.parquet as pq
+
+from pipeline import build_wit
+
+
+def build(pairs, queries, output, *extra):
+    argv = ["--pairs", pairs, "--queries", queries, "--output", str(output), "--samples-per-shard", "40",
+            "--allow-private-addresses", "--image-size", "64", *extra]
+    assert build_wit.main(argv) == 0
+    return str(output)
+
+
+def shard_files(output, pattern="*"):
+    return sorted(glob.glob(os.path.join(output, "shards", pattern)))
+
+
+def read_bytes(paths):
+    return {os.path.basename(p): open(p, "rb").read() for p in paths}
+
+
+def load_stats(output):
+    with open(os.path.join(output, "stats.json")) as f:
+        return json.load(f)
+
+
+def shard_rows(output):
+    return [row for path in shard_files(output, "*.parquet") for row in pq.read_table(path).to_pylist()]
+
+
+def reject_rows(output):
+    return [row for path in sorted(glob.glob(os.path.join(output, "rejects", "*.parquet")))
+            for row in pq.read_table(path).to_pylist()]

@@ -34,13 +34,12 @@ HOT_WORD_COUNT = 10_000  # a word more frequent than this that cannot reach min_
 
 def count_text(text: str, unigrams: Counter, bigrams: Counter) -> int:
     """Add the words and adjacent word pairs of plain `text` to the counters; return its number of words."""
-    n = 0
-    for words in segments(text):
-        n += len(words)
-        unigrams.update(words)
-        if len(words) > 1:
-            bigrams.update(zip(words, words[1:]))
-    return n
+    runs = segments(text)
+    # One update per article, not per segment: Counter.update has a fixed cost per call.
+    words = [word for run in runs for word in run]
+    unigrams.update(words)
+    bigrams.update(pair for run in runs for pair in zip(run, run[1:]))
+    return len(words)
 
 
 def pmi(bigram_count: int, count1: int, count2: int, total: int) -> float:

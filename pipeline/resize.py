@@ -49,6 +49,15 @@ _UPRIGHT = {
 }
 _WHITE = (255, 255, 255)
 
+# img2dataset's interpolation names -> Pillow filters. Pillow widens the filter support by the scale factor
+# when shrinking, so every filter here antialiases; "area" (a box filter) is OpenCV's INTER_AREA.
+INTERPOLATIONS = {
+    "nearest": Image.Resampling.NEAREST, "linear": Image.Resampling.BILINEAR,
+    "bilinear": Image.Resampling.BILINEAR, "cubic": Image.Resampling.BICUBIC,
+    "bicubic": Image.Resampling.BICUBIC, "area": Image.Resampling.BOX, "lanczos": Image.Resampling.LANCZOS,
+    "lanczos4": Image.Resampling.LANCZOS,
+}
+
 
 def sniff_format(head: bytes) -> str | None:
     """The image format named by the first bytes (magic numbers), or None. Content-Type is never trusted."""
@@ -81,6 +90,10 @@ class ImageOptions:
     max_pixels: int = 89_478_485        # decompression-bomb cap (Pillow's default)
     max_side: int = 30_000              # reject absurd dimensions even when the pixel count is small
     resize_only_if_bigger: bool = False  # as img2dataset: never upscale
+    # As img2dataset. "area" for shrinking is also the fastest: after draft() the remaining factor is
+    # under 2 for most JPEGs, where averaging the covered pixels is all the antialiasing needed.
+    downscale_interpolation: str = "area"
+    upscale_interpolation: str = "lanczos"
 
     def __post_init__(self):
         if self.resize_mode not in RESIZE_MODES:
@@ -94,6 +107,9 @@ class ImageOptions:
                              f"{self.encode_quality}; pass e.g. --encode-quality 6")
         if self.encode_format != "png" and not 0 <= self.encode_quality <= 100:
             raise InputError(f"encode quality must be 0-100 for {self.encode_format}, got {self.encode_quality}")
+        for name in (self.downscale_interpolation, self.upscale_interpolation):
+            if name not in INTERPOLATIONS:
+                raise InputError(f"interpolation {name!r} is not one of {', '.join(INTERPOLATIONS)}")
         if self.max_aspect_ratio < 1:
             raise InputError(f"max aspect ratio is longer/shorter side, so at least 1; got {self.max_aspect_ratio}")
 
@@ -156,7 +172,10 @@ def process_image(data: bytes, options: ImageOptions) -> ProcessedImage:
         fx, fy = rgb.width / stored_w, rgb.height / stored_h
         box = None if crop is None else (crop[0] * fx, crop[1] * fy, crop[2] * fx, crop[3] * fy)
         if scaled != rgb.size or box is not None:
-            rgb = rgb.resize(scaled, _filter(rgb.size, scaled), box=box, reducing_gap=None)
+            src_w, src_h = (rgb.width, rgb.height) if box is None else (box[2] - box[0], box[3] - box[1])
+            enlarging = scaled[0] > src_w or scaled[1] > src_h
+            resample = INTERPOLATIONS[options.upscale_interpolation if enlarging else options.downscale_interpolation]
+            rgb = rgb.resize(scaled, resample, box=box, reducing_gap=None)
     if transpose is not None:
         rgb = rgb.transpose(transpose)
     if options.resize_mode == "border" and scaled is not None and rgb.size != (options.image_size,) * 2:
@@ -210,12 +229,6 @@ def _plan(w: int, h: int, options: ImageOptions) -> tuple[tuple[int, int] | None
         return (size, size), (left, top, left + s, top + s)
     scale = size / side
     return (max(1, round(w * scale)), max(1, round(h * scale))), None
-
-
-def _filter(src: tuple[int, int], dst: tuple[int, int]) -> Image.Resampling:
-    # Shrinking: bicubic with Pillow's scale-aware support is an antialiased reduction, like OpenCV's
-    # INTER_AREA that img2dataset uses. Enlarging: Lanczos, as img2dataset.
-    return Image.Resampling.LANCZOS if dst[0] > src[0] or dst[1] > src[1] else Image.Resampling.BICUBIC
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:

@@ -138,6 +138,17 @@ def test_encode_quality_is_used():
     assert len(low) < len(high) / 2
 
 
+def test_interpolation_is_configurable_as_in_img2dataset():
+    # Nearest neighbour only copies pixels: a red/blue PNG stays pure red and blue; area averaging blends
+    # the seam (101 px wide, so it falls inside an output pixel).
+    data = encode(halves((301, 100)), "PNG")
+    nearest = process_image(data, ImageOptions(image_size=101, resize_mode="keep_ratio_largest",
+                                               downscale_interpolation="nearest")).image
+    area = process_image(data, ImageOptions(image_size=101, resize_mode="keep_ratio_largest")).image
+    assert set(nearest.get_flattened_data()) == {RED, BLUE}
+    assert len(set(area.get_flattened_data())) > 2
+
+
 def test_reduced_scale_jpeg_decode_matches_a_full_decode():
     # draft() decodes a 1600x1200 JPEG at 1/4 scale; the result must look like the careful full path.
     src = textured((1600, 1200))
@@ -213,7 +224,7 @@ def test_animated_gif_gives_its_first_frame():
 
 @pytest.mark.parametrize("options", [dict(resize_mode="stretch"), dict(encode_format="gif"), dict(image_size=0),
                                      dict(encode_format="png", encode_quality=95), dict(encode_quality=101),
-                                     dict(max_aspect_ratio=0.5)])
+                                     dict(max_aspect_ratio=0.5), dict(downscale_interpolation="bogus")])
 def test_bad_options_are_input_errors(options):
     with pytest.raises(InputError):
         ImageOptions(**options)

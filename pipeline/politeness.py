@@ -85,7 +85,10 @@ class RobotsRules:
 
 
 def parse_robots(body: bytes) -> RobotsRules:
-    return RobotsRules(parser=Protego.parse(body.decode("utf-8", "replace")))
+    try:
+        return RobotsRules(parser=Protego.parse(body.decode("utf-8", "replace")))
+    except Exception:  # a file the parser chokes on holds no rule we can read: as if there were none
+        return RobotsRules()
 
 
 def parse_retry_after(value: str | None) -> float | None:

@@ -6,9 +6,12 @@ import time
 
 import pytest
 from aiohttp import web
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fetch_helpers import fetch_all, jpeg_bytes
-from pipeline.politeness import meta_robots_opts_out, parse_retry_after, user_agent_token, x_robots_tag_opts_out
+from pipeline.politeness import (meta_robots_opts_out, parse_retry_after, parse_robots, user_agent_token,
+                                 x_robots_tag_opts_out)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -161,3 +164,12 @@ def test_retry_after_forms():
 def test_user_agent_token_is_the_product_name():
     assert user_agent_token("OpenWIT/0.1 (+https://github.com/openwit/openwit)") == "openwit"
     assert user_agent_token("MyCrawler (+mailto:me@example.org)") == "mycrawler"
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=400), st.text(max_size=200))
+def test_parsers_never_raise_on_arbitrary_server_input(robots_bytes, header):
+    # robots.txt, X-Robots-Tag and pages come from servers we do not control: any bytes give an answer.
+    assert parse_robots(robots_bytes).allows("http://example.com/a/b.jpg", "openwit") in (True, False)
+    assert x_robots_tag_opts_out([header], US) in (True, False)
+    assert meta_robots_opts_out(robots_bytes, US) in (True, False)

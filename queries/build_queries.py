@@ -14,6 +14,7 @@ any Beam option passes through (--runner DataflowRunner ...). With no --runner i
 (add --direct_running_mode=multi_processing --direct_num_workers=N for N worker processes).
 """
 
+import argparse
 import logging
 import os
 import re
@@ -62,7 +63,21 @@ class BuildQueriesOptions(PipelineOptions):
         keep.add_argument("--max-queries", type=int, default=500_000)
 
 
+def _our_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="openwit queries", allow_abbrev=False, description="Build CLIP's query list from Wikipedia, page views and WordNet.",
+        epilog="Any Beam pipeline option (--runner, --direct_num_workers, --project, ...) is accepted too.")
+    BuildQueriesOptions._add_argparse_args(parser)
+    return parser
+
+
 def parse_options(argv: list[str]) -> BuildQueriesOptions:
+    # Beam silently drops options it does not know; ours are spelled with hyphens and Beam's with
+    # underscores, so an unknown hyphenated option is a typo of ours.
+    _, unknown = _our_parser().parse_known_args(argv)
+    for arg in unknown:
+        if arg.startswith("--") and "-" in arg[2:].split("=")[0]:
+            raise InputError(f"unknown option {arg.split('=')[0]}; see `openwit queries --help`")
     options = PipelineOptions(argv)
     if options.view_as(StandardOptions).runner is None:
         options.view_as(StandardOptions).runner = DEFAULT_RUNNER
@@ -183,6 +198,10 @@ def run(argv: list[str] | None = None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "-h" in argv or "--help" in argv:
+        _our_parser().print_help()
+        return 0
     try:
         summary = run(argv)
     except InputError as e:

@@ -126,3 +126,8 @@ def test_dump_with_only_redirects_is_an_error(tmp_path, capsys):
     code, err = _run(capsys, "--wiki-dump", str(dump), "--pageviews", str(views),
                      "--output", str(tmp_path / "out"))
     assert code == 2 and "no article" in err
+
+
+def test_misspelt_option_is_an_error_not_ignored(tmp_path, capsys):
+    code, err = _run(capsys, "--wordnet", str(tmp_path), "--output", str(tmp_path / "out"), "--min-unigrams", "5")
+    assert code == 2 and "unknown option --min-unigrams" in err

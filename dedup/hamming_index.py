@@ -1,25 +1,50 @@
 """Find every stored 64-bit hash within Hamming distance r of a query, without scanning them all.
 
 Multi-index hashing (Norouzi, Punjani & Fleet, CVPR 2012): cut each 64-bit code into m substrings and
-keep, per substring, a table from substring value to the codes that have it. If two codes differ in at
-most r bits, then by the pigeonhole principle at least one of their m substrings differs in at most
-r // m bits. So probing, in every table, all substring values within r // m bits of the query's substring
-finds a superset of the answer; the candidates are then checked with a full 64-bit popcount. The answer is
-exactly the brute-force answer (tests/test_dedup_hamming.py checks that with hypothesis), at a cost that
-grows with the number of candidates, not with the index size.
+keep, per substring, a table from substring value to the codes that have it. Write r = q*m + a with
+0 <= a < m. If two codes differ in at most r bits, then one of the first a+1 substrings differs in at most
+q bits, or one of the others in at most q-1 bits (else the differences add up to more than r). So probing
+every substring value within q bits in the first a+1 tables, and within q-1 bits in the rest, finds a
+superset of the answer; each candidate is then checked with a full 64-bit popcount. The answer is exactly
+the brute-force answer (tests/test_dedup_hamming.py checks that with hypothesis).
 
-Tables are CSR arrays (per substring value, a slice of code ids), and one lookup is a fixed handful of
-numpy calls over all tables at once, so Python overhead does not grow with the number of probes.
+Layout: per table, the codes sorted by their substring value (a copy, so a bucket is one contiguous run of
+codes read front to back) and an offsets array indexed by substring value. A candidate found through
+several tables is reported only by the first table that probes it, so no set is needed to deduplicate.
+
+The inner loop is compiled with numba: the work per lookup is a few hundred bucket probes and a few
+thousand popcounts, which is ~100x less than a numpy scan of a million codes, but numpy's per-call
+overhead would eat most of that gain (measured in bench/bench_dedup_speed.py, see bench/RESULTS.md). The
+kernels release the GIL, so the shard writer's thread pool looks up samples in parallel.
 """
 
 from functools import lru_cache
 from itertools import combinations
+from math import comb
 
+import numba
 import numpy as np
+from llvmlite import ir
+from numba.core import types
+from numba.extending import intrinsic
 
 CODE_BITS = 64
 MAX_TABLE_BITS = 22  # a table's offsets array has 2**bits + 1 entries: 32 MiB of int64 at 22 bits
 MIN_TABLES = -(-CODE_BITS // MAX_TABLE_BITS)  # 3
+MAX_TABLES = 16
+# Cost model of one lookup, fitted to bench/bench_dedup_speed.py on the project's 2-core machine: a bucket
+# probe is a cache miss (~100 ns), a candidate a streamed 8-byte read and a popcount (~6.5 ns).
+PROBE_COST, CANDIDATE_COST = 100.0, 6.5
+
+
+@intrinsic
+def _popcount(typingctx, x):
+    """LLVM's ctpop: one POPCNT instruction on the CPUs we run on (numba has no popcount of its own)."""
+    def codegen(context, builder, signature, args):
+        fn = builder.module.declare_intrinsic("llvm.ctpop", [ir.IntType(64)])
+        return builder.call(fn, args)
+
+    return types.int64(types.uint64), codegen
 
 
 @lru_cache(maxsize=None)
@@ -28,7 +53,7 @@ def _flip_masks(bits: int, radius: int) -> np.ndarray:
     masks = [0]
     for k in range(1, min(radius, bits) + 1):
         masks += [sum(1 << b for b in chosen) for chosen in combinations(range(bits), k)]
-    return np.array(masks, dtype=np.int64)
+    return np.array(masks, dtype=np.uint64)
 
 
 def _split(tables: int) -> list[tuple[int, int]]:
@@ -42,31 +67,30 @@ def _split(tables: int) -> list[tuple[int, int]]:
     return parts
 
 
+def _table_radii(tables: int, radius: int) -> list[int]:
+    """How many bits each table is probed at for a lookup of `radius` (-1: not probed at all)."""
+    q, a = divmod(radius, tables)
+    return [q if t <= a else q - 1 for t in range(tables)]
+
+
+def lookup_cost(size: int, radius: int, tables: int) -> float:
+    """Expected nanoseconds of one lookup (see PROBE_COST): bucket probes plus candidates checked."""
+    cost = 0.0
+    for (_, bits), r in zip(_split(tables), _table_radii(tables, radius)):
+        probes = sum(comb(bits, k) for k in range(min(r, bits) + 1)) if r >= 0 else 0
+        cost += probes * (PROBE_COST + CANDIDATE_COST * size / 2**bits)
+    return cost
+
+
 def choose_tables(size: int, radius: int) -> int:
-    """The number of substrings that minimises the expected probes + candidates of one lookup.
+    """The number of substrings that minimises the expected cost of one lookup.
 
     Too few tables: each probes a huge neighbourhood (sum of C(bits, k) for k <= radius // m).
     Too many: short substrings, crowded buckets, many candidates. The balance depends on the index size.
     """
-    best, best_cost = MIN_TABLES, float("inf")
-    for m in range(MIN_TABLES, 17):
-        parts = _split(m)
-        if max(bits for _, bits in parts) > MAX_TABLE_BITS:
-            continue
-        sub_radius = radius // m
-        cost = 0.0
-        for _, bits in parts:
-            probes = sum(_comb(bits, k) for k in range(min(sub_radius, bits) + 1))
-            cost += probes * (1.0 + size / 2**bits)
-        if cost < best_cost:
-            best, best_cost = m, cost
-    return best
-
-
-def _comb(n: int, k: int) -> int:
-    from math import comb
-
-    return comb(n, k)
+    options = [m for m in range(MIN_TABLES, MAX_TABLES + 1)
+               if max(bits for _, bits in _split(m)) <= MAX_TABLE_BITS]
+    return min(options, key=lambda m: (lookup_cost(size, radius, m), m))
 
 
 def popcount_distance(codes: np.ndarray, query: int) -> np.ndarray:
@@ -81,6 +105,50 @@ def brute_force(codes: np.ndarray, query: int, radius: int) -> tuple[np.ndarray,
     return ids, dist[ids].astype(np.int64)
 
 
+@numba.njit(nogil=True, cache=False)
+def _search(query, radius, table_radii, probe_start, masks, shifts, widths, bases, offsets, sorted_codes,
+            sorted_ids, n, qpos, out_q, out_ids, out_dist, found):
+    """Append every code within `radius` of `query` to the out arrays from position `found` on.
+
+    Returns the new count; past the arrays' capacity it only counts, so the caller can grow them and rerun.
+    """
+    tables = shifts.shape[0]
+    for t in range(tables):
+        key = (query >> shifts[t]) & widths[t]
+        for p in range(probe_start[t], probe_start[t + 1]):
+            slot = bases[t] + np.int64(key ^ masks[p])
+            row = t * n
+            for j in range(offsets[slot], offsets[slot + 1]):
+                x = sorted_codes[row + j] ^ query
+                d = _popcount(x)
+                if d > radius:
+                    continue
+                # Report the code only through the first table that probes it.
+                earlier = False
+                for u in range(t):
+                    if _popcount((x >> shifts[u]) & widths[u]) <= table_radii[u]:
+                        earlier = True
+                        break
+                if earlier:
+                    continue
+                if found < out_ids.shape[0]:
+                    out_q[found] = qpos
+                    out_ids[found] = sorted_ids[row + j]
+                    out_dist[found] = d
+                found += 1
+    return found
+
+
+@numba.njit(nogil=True, cache=False)
+def _search_many(queries, radius, table_radii, probe_start, masks, shifts, widths, bases, offsets, sorted_codes,
+                 sorted_ids, n, out_q, out_ids, out_dist):
+    found = 0
+    for i in range(queries.shape[0]):
+        found = _search(queries[i], radius, table_radii, probe_start, masks, shifts, widths, bases, offsets,
+                        sorted_codes, sorted_ids, n, i, out_q, out_ids, out_dist, found)
+    return found
+
+
 class HammingIndex:
     """An immutable index over a uint64 array of codes; code i is reported as id i.
 
@@ -90,98 +158,84 @@ class HammingIndex:
 
     def __init__(self, codes: np.ndarray, radius: int = 10, tables: int | None = None):
         self.codes = np.ascontiguousarray(codes, dtype=np.uint64)
-        self.tables = tables or choose_tables(len(self.codes), radius)
+        n = len(self.codes)
+        self.tables = tables or choose_tables(n, radius)
         if not MIN_TABLES <= self.tables <= CODE_BITS:
             raise ValueError(f"tables={self.tables}: need {MIN_TABLES}..{CODE_BITS} substrings of 64 bits")
         self.parts = _split(self.tables)
-        # All tables share two flat arrays: offsets (table t's slice starts at table_base[t]) and ids.
-        offsets, ids, bases, base = [], [], [], 0
+        self._shifts = np.array([s for s, _ in self.parts], dtype=np.uint64)
+        self._widths = np.array([(1 << b) - 1 for _, b in self.parts], dtype=np.uint64)
+        # All tables share flat arrays: table t's offsets start at _bases[t]; its sorted codes and their
+        # ids occupy positions t*n .. (t+1)*n-1.
+        offsets, sorted_codes, sorted_ids, bases, base = [], [], [], [], 0
         for shift, bits in self.parts:
             keys = ((self.codes >> np.uint64(shift)) & np.uint64((1 << bits) - 1)).astype(np.int64)
-            counts = np.bincount(keys, minlength=1 << bits)
+            order = np.argsort(keys, kind="stable")
             table_offsets = np.zeros((1 << bits) + 1, dtype=np.int64)
-            np.cumsum(counts, out=table_offsets[1:])
-            # ids of table t live at positions t*n .. (t+1)*n-1 of the shared ids array.
-            offsets.append(table_offsets + len(self.codes) * len(bases))
-            ids.append(np.argsort(keys, kind="stable").astype(np.int32))
+            np.cumsum(np.bincount(keys, minlength=1 << bits), out=table_offsets[1:])
+            offsets.append(table_offsets)
+            sorted_codes.append(self.codes[order])
+            sorted_ids.append(order.astype(np.int32))
             bases.append(base)
             base += (1 << bits) + 1
-        self._offsets = np.concatenate(offsets) if offsets else np.zeros(1, dtype=np.int64)
-        self._ids = np.concatenate(ids) if ids else np.zeros(0, dtype=np.int32)
+        self._offsets = np.concatenate(offsets)
+        self._sorted_codes = np.concatenate(sorted_codes)
+        self._sorted_ids = np.concatenate(sorted_ids)
         self._bases = np.array(bases, dtype=np.int64)
-        self._probe_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._probe_cache: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     def __len__(self) -> int:
         return len(self.codes)
 
     def __getstate__(self):
-        # The tables are cheap to rebuild and three times the size of the codes: pickle only the codes.
+        # The tables are cheap to rebuild and several times the size of the codes: pickle only the codes.
         return {"codes": self.codes, "tables": self.tables}
 
     def __setstate__(self, state):
         self.__init__(state["codes"], tables=state["tables"])
 
-    def _probes(self, sub_radius: int) -> tuple[np.ndarray, np.ndarray]:
-        """For every table, the flip masks to probe: (table of each mask, mask)."""
-        if sub_radius not in self._probe_cache:
-            tables, masks = [], []
-            for t, (_, bits) in enumerate(self.parts):
-                m = _flip_masks(bits, sub_radius)
-                tables.append(np.full(len(m), t, dtype=np.int64))
-                masks.append(m)
-            self._probe_cache[sub_radius] = (np.concatenate(tables), np.concatenate(masks))
-        return self._probe_cache[sub_radius]
+    def _probes(self, radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(radius of each table, start of each table's masks, the masks) for a lookup of `radius`."""
+        probes = self._probe_cache.get(radius)
+        if probes is None:
+            radii = _table_radii(self.tables, radius)
+            masks = [_flip_masks(bits, r) if r >= 0 else np.zeros(0, np.uint64)
+                     for (_, bits), r in zip(self.parts, radii)]
+            start = np.zeros(self.tables + 1, dtype=np.int64)
+            np.cumsum([len(m) for m in masks], out=start[1:])
+            probes = (np.array(radii, dtype=np.int64), start, np.concatenate(masks))
+            self._probe_cache[radius] = probes  # a benign race between threads: both compute the same
+        return probes
 
-    def _substrings(self, queries: np.ndarray) -> np.ndarray:
-        """(len(queries), tables) array of each query's substring values."""
-        q = np.asarray(queries, dtype=np.uint64)[:, None]
-        shifts = np.array([s for s, _ in self.parts], dtype=np.uint64)
-        widths = np.array([(1 << b) - 1 for _, b in self.parts], dtype=np.uint64)
-        return ((q >> shifts) & widths).astype(np.int64)
-
-    def _candidate_ids(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Positions (into the flattened probe array) and code ids of every code in the probed buckets."""
-        starts = self._offsets[keys]
-        lengths = self._offsets[keys + 1] - starts
-        total = int(lengths.sum())
-        if total == 0:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int32)
-        ends = np.cumsum(lengths)
-        positions = np.repeat(starts - ends + lengths, lengths) + np.arange(total)
-        owner = np.repeat(np.arange(len(keys)), lengths)
-        return owner, self._ids[positions]
+    def _run(self, queries: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        radii, start, masks = self._probes(radius)
+        capacity = max(64, 4 * len(queries))
+        while True:
+            # Fresh buffers per call: the shard writer calls lookups from several threads at once.
+            out_q = np.empty(capacity, dtype=np.int64)
+            out_ids = np.empty(capacity, dtype=np.int64)
+            out_dist = np.empty(capacity, dtype=np.int64)
+            found = _search_many(queries, radius, radii, start, masks, self._shifts, self._widths, self._bases,
+                                 self._offsets, self._sorted_codes, self._sorted_ids, len(self.codes),
+                                 out_q, out_ids, out_dist)
+            if found <= capacity:
+                return out_q[:found], out_ids[:found], out_dist[:found]
+            capacity = found
 
     def query(self, query: int, radius: int) -> tuple[np.ndarray, np.ndarray]:
         """(ids, distances) of every code within `radius` of `query`; ids ascending, exactly brute force."""
         if len(self.codes) == 0 or radius < 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-        mask_table, masks = self._probes(radius // self.tables)
-        subs = self._substrings(np.array([query], dtype=np.uint64))[0]
-        keys = (subs[mask_table] ^ masks) + self._bases[mask_table]
-        _, ids = self._candidate_ids(keys)
-        dist = popcount_distance(self.codes[ids], query)
-        hit = dist <= radius
-        ids, first = np.unique(ids[hit], return_index=True)  # a code may be found through several tables
-        return ids.astype(np.int64), dist[hit][first].astype(np.int64)
+        _, ids, dist = self._run(np.array([query], dtype=np.uint64), radius)
+        order = np.argsort(ids, kind="stable")
+        return ids[order], dist[order]
 
     def query_many(self, queries: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """All (query position, id, distance) triples within `radius`, sorted by query then id.
-
-        The batch form amortises numpy's per-call overhead over many queries.
-        """
-        queries = np.asarray(queries, dtype=np.uint64)
+        """All (query position, id, distance) triples within `radius`, sorted by query then id."""
+        queries = np.ascontiguousarray(queries, dtype=np.uint64)
         empty = np.zeros(0, dtype=np.int64)
         if len(self.codes) == 0 or len(queries) == 0 or radius < 0:
             return empty, empty, empty
-        mask_table, masks = self._probes(radius // self.tables)
-        subs = self._substrings(queries)  # (Q, tables)
-        keys = ((subs[:, mask_table] ^ masks) + self._bases[mask_table]).ravel()
-        owner, ids = self._candidate_ids(keys)
-        qpos = owner // len(masks)
-        dist = np.bitwise_count(self.codes[ids] ^ queries[qpos])
-        hit = dist <= radius
-        qpos, ids, dist = qpos[hit], ids[hit].astype(np.int64), dist[hit].astype(np.int64)
-        # Deduplicate (query, id) pairs found through several tables.
-        pair = qpos * len(self.codes) + ids
-        pair, first = np.unique(pair, return_index=True)
-        return pair // len(self.codes), pair % len(self.codes), dist[first]
+        qpos, ids, dist = self._run(queries, radius)
+        order = np.lexsort((ids, qpos))
+        return qpos[order], ids[order], dist[order]

@@ -6,7 +6,6 @@ table never sits whole in memory; a bad row becomes a reject naming file and row
 """
 
 import csv
-import io
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -68,8 +67,7 @@ def _header(path: str) -> list[str]:
             with FileSystems.open(path) as f:
                 return pq.ParquetFile(f).schema_arrow.names
         with FileSystems.open(path) as f:
-            text = io.TextIOWrapper(f, encoding="utf-8", errors="replace", newline="")
-            return next(csv.reader(text, delimiter="\t" if fmt == "tsv" else ","), [])
+            return next(csv.reader(_text_lines(f), delimiter="\t" if fmt == "tsv" else ","), [])
     except InputError:
         raise
     except Exception as e:
@@ -89,11 +87,16 @@ def check_tables(paths: list[str], columns: TableColumns) -> None:
             )
 
 
+def _text_lines(f):
+    """Decoded lines of a Beam file object (its compressed files are not io streams, so no TextIOWrapper).
+    A stray invalid byte in one caption must not stop a million-row file: decode with replacement."""
+    for line in iter(f.readline, b""):
+        yield line.decode("utf-8", errors="replace")
+
+
 def _rows_csv(path: str, delimiter: str, columns: TableColumns):
     with FileSystems.open(path) as f:
-        # A stray invalid byte in one caption must not stop a million-row file: decode with replacement.
-        text = io.TextIOWrapper(f, encoding="utf-8", errors="replace", newline="")
-        reader = csv.reader(text, delimiter=delimiter)
+        reader = csv.reader(_text_lines(f), delimiter=delimiter)
         header = next(reader, [])
         index = {name: i for i, name in enumerate(header)}
         for row_number, row in enumerate(reader, start=1):

@@ -107,7 +107,7 @@ def build_pipeline(p: beam.Pipeline, o: BuildQueriesOptions) -> None:
         for path in dumps:
             check_dump_start(path)  # a wrong file fails here, before any worker starts
         articles = p | "ReadWikipedia" >> ReadWikipedia(dumps, indexes)
-        unigram_counts, bigram_counts, total = articles | "CountNgrams" >> CountWikipediaNgrams()
+        unigram_counts, bigram_counts, total = articles | "CountNgrams" >> CountWikipediaNgrams(o.min_bigram_count)
         min_unigram = o.min_unigram_count
         offers.append(
             unigram_counts

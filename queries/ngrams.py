@@ -13,12 +13,14 @@ rare names that nearly always occur together. A bigram seen once passes as soon 
 are unique, so we also require a minimum bigram count (default 2; MetaCLIP has none, i.e. 1).
 
 Scale: counts are pre-summed per bundle inside the counting DoFn (a bounded dictionary, flushed when it
-grows), then summed across workers by CombinePerKey. The PMI join looks up count(w1) and count(w2) with two
+grows), cut into COUNT_SHARDS tables by a stable hash of the key, and the tables of each shard are summed
+across workers by CombinePerKey. The PMI join looks up count(w1) and count(w2) with two
 keyed joins; before joining, words that occur more than N / 2^min_pmi times (which can never pass) are cut,
 which also removes the hot keys ("the", "of") whose groups would otherwise be huge.
 """
 
 import math
+import zlib
 from collections import Counter
 
 import apache_beam as beam
@@ -29,6 +31,7 @@ from queries.tokens import segments
 from queries.wikitext import strip_markup
 
 FLUSH_AT_KEYS = 500_000  # distinct unigrams + bigrams held per worker before they are emitted (~100 MB)
+COUNT_SHARDS = 512  # partial count tables per flush; each shard's total table is 1/512 of the vocabulary
 HOT_WORD_COUNT = 10_000  # a word more frequent than this that cannot reach min_pmi is dropped before the join
 
 
@@ -52,14 +55,30 @@ def max_word_count_for(total: int, min_pmi: float) -> float:
     return total / 2.0**min_pmi
 
 
-class CountNgrams(beam.DoFn):
-    """Article wiki text -> (word, count) on the main output and ((w1, w2), count) on "bigrams".
+def shard_of(key, shards: int) -> int:
+    """A stable shard for a word or word pair (Python's hash() differs between worker processes)."""
+    text = key if isinstance(key, str) else "\x1f".join(key)
+    return zlib.crc32(text.encode("utf-8", "surrogatepass")) % shards
 
-    Counts are summed inside the bundle first (in-mapper combining), so a worker emits each word once per
-    flush rather than once per occurrence; memory stays under FLUSH_AT_KEYS entries.
+
+def split_into_shards(counts: Counter, shards: int) -> dict[int, dict]:
+    tables = {}
+    for key, n in counts.items():
+        tables.setdefault(shard_of(key, shards), {})[key] = n
+    return tables
+
+
+class CountNgrams(beam.DoFn):
+    """Article wiki texts -> partial count tables (shard, {word: n}) and, on "bigrams", (shard, {(w1, w2): n}).
+
+    Counts are summed inside the bundle first (in-mapper combining) and leave the worker as one table per
+    shard, so Beam moves a few hundred dictionaries instead of one element per distinct word: per-element
+    overhead in Beam's Python SDK would otherwise cost ten times the counting itself. Memory stays under
+    FLUSH_AT_KEYS entries.
     """
 
-    def __init__(self):
+    def __init__(self, shards: int):
+        self.shards = shards
         self.tokens = Metrics.counter("queries", "tokens_counted")
 
     def start_bundle(self):
@@ -67,10 +86,10 @@ class CountNgrams(beam.DoFn):
 
     def _flush(self, wrap):
         # finish_bundle has no input element to take a window from, so it must emit WindowedValues.
-        for word, n in self.unigrams.items():
-            yield wrap((word, n))
-        for pair, n in self.bigrams.items():
-            yield beam.pvalue.TaggedOutput("bigrams", wrap((pair, n)))
+        for shard, table in split_into_shards(self.unigrams, self.shards).items():
+            yield wrap((shard, table))
+        for shard, table in split_into_shards(self.bigrams, self.shards).items():
+            yield beam.pvalue.TaggedOutput("bigrams", wrap((shard, table)))
         self.unigrams, self.bigrams = Counter(), Counter()
 
     def process(self, wikitext):
@@ -80,6 +99,27 @@ class CountNgrams(beam.DoFn):
 
     def finish_bundle(self):
         yield from self._flush(GlobalWindows.windowed_value)
+
+
+class MergeCounts(beam.CombineFn):
+    """Sum count tables ({key: n}) of one shard; Counter.update adds a whole table in C."""
+
+    def create_accumulator(self):
+        return Counter()
+
+    def add_input(self, accumulator, table):
+        accumulator.update(table)
+        return accumulator
+
+    def merge_accumulators(self, accumulators):
+        accumulators = iter(accumulators)
+        merged = next(accumulators)
+        for other in accumulators:
+            merged.update(other)
+        return merged
+
+    def extract_output(self, accumulator):
+        return dict(accumulator)
 
 
 def _join_first_word(item, max_count):
@@ -107,14 +147,27 @@ def _score_second_word(item, total, min_pmi):
 class CountWikipediaNgrams(beam.PTransform):
     """Article wiki texts -> (unigram_counts, bigram_counts, total_tokens).
 
-    unigram_counts: (word, count) for every word; bigram_counts: ((w1, w2), count); total_tokens: one int.
+    unigram_counts: (word, count) for every word; bigram_counts: ((w1, w2), count) for bigrams seen at least
+    min_bigram_count times; total_tokens: one int. The sums are CombinePerKey over COUNT_SHARDS shards.
     """
 
+    def __init__(self, min_bigram_count: int = 1, shards: int = COUNT_SHARDS):
+        super().__init__()
+        self.min_bigram_count, self.shards = min_bigram_count, shards
+
     def expand(self, articles):
-        counted = articles | "CountNgrams" >> beam.ParDo(CountNgrams()).with_outputs("bigrams", main="unigrams")
-        unigram_counts = counted.unigrams | "SumUnigrams" >> beam.CombinePerKey(sum)
-        bigram_counts = counted.bigrams | "SumBigrams" >> beam.CombinePerKey(sum)
-        total = (unigram_counts | "TokenCounts" >> beam.Values()
+        min_count = self.min_bigram_count
+        counted = articles | "CountNgrams" >> beam.ParDo(CountNgrams(self.shards)).with_outputs(
+            "bigrams", main="unigrams")
+        unigram_tables = counted.unigrams | "SumUnigrams" >> beam.CombinePerKey(MergeCounts())
+        unigram_counts = unigram_tables | "Unigrams" >> beam.FlatMap(lambda shard: shard[1].items())
+        bigram_counts = (
+            counted.bigrams
+            | "SumBigrams" >> beam.CombinePerKey(MergeCounts())
+            | "Bigrams" >> beam.FlatMap(lambda shard: ((pair, n) for pair, n in shard[1].items() if n >= min_count))
+        )
+        total = (unigram_tables
+                 | "ShardTokens" >> beam.Map(lambda shard: sum(shard[1].values()))
                  | "TotalTokens" >> beam.CombineGlobally(sum))
         return unigram_counts, bigram_counts, total
 

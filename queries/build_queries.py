@@ -65,7 +65,8 @@ class BuildQueriesOptions(PipelineOptions):
 
 def _our_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="openwit queries", allow_abbrev=False, description="Build CLIP's query list from Wikipedia, page views and WordNet.",
+        prog="openwit queries", allow_abbrev=False,
+        description="Build CLIP's query list from Wikipedia, page views and WordNet.",
         epilog="Any Beam pipeline option (--runner, --direct_num_workers, --project, ...) is accepted too.")
     BuildQueriesOptions._add_argparse_args(parser)
     return parser

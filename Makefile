@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test clean
 
 setup: $(VENV)/.installed
 
@@ -20,9 +20,6 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q tests
-
-bench: setup
-	@echo "benchmarks: see bench/README.md"
 
 clean:
 	rm -rf $(VENV) demo-out *.egg-info

@@ -48,11 +48,50 @@ def decode_html(body: bytes, declared: str | None) -> str | None:
 
 
 def absolute_http_url(value: str | None, base: str) -> str | None:
+    """`value` resolved against `base`, fragment dropped; None unless it is an http(s) URL with a host."""
     if not value:
         return None
     value = value.strip()
     if not value or value.startswith(("data:", "javascript:", "blob:", "#")) or len(value) > MAX_URL_CHARS:
         return None
+    # Most image URLs are absolute or root-relative; resolving those by hand is 5x faster than urljoin
+    # (URL handling was most of the WARC read time) and gives the same result, which a test checks.
+    if not _NEEDS_URLJOIN.search(value):
+        url = None
+        if value.startswith(("http://", "https://")):
+            url = _with_path(value.split("#", 1)[0])
+        elif value.startswith("//") and base.startswith(("http://", "https://")):
+            url = _with_path(base[: base.index(":") + 1] + value.split("#", 1)[0])
+        elif value.startswith("/") and base.startswith(("http://", "https://")):
+            origin = _with_path(base.split("#", 1)[0].split("?", 1)[0])
+            if origin is not None:
+                url = origin[: origin.index("/", origin.index("//") + 2)] + value.split("#", 1)[0]
+        if url is not None:
+            return url[:-1] if url.find("?") == len(url) - 1 else url  # urlunsplit drops an empty query
+    return _resolve_with_urljoin(value, base)
+
+
+# Cases the fast path leaves to urljoin/urlsplit: dot segments, characters urlsplit strips or rejects, IPv6
+# hosts, backslashes, and anything not plainly http(s).
+_NEEDS_URLJOIN = re.compile(r"/\.|^\.|[\t\r\n\\\[\]]")
+
+
+def _with_path(url: str) -> str | None:
+    """An absolute http(s) URL without fragment, with "/" as path when it has none; None without a host."""
+    start = url.index("//") + 2
+    end = len(url)
+    for sep in "/?":
+        found = url.find(sep, start)
+        if found >= 0:
+            end = min(end, found)
+    if end == start:
+        return None
+    if end == len(url) or url[end] == "?":
+        return url[:end] + "/" + url[end:]
+    return url
+
+
+def _resolve_with_urljoin(value: str, base: str) -> str | None:
     try:
         parts = urlsplit(urljoin(base, value))
     except ValueError:  # e.g. an invalid IPv6 literal in the host

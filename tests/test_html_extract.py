@@ -3,7 +3,7 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.html_extract import best_srcset_candidate, extract_images
+from pipeline.html_extract import _resolve_with_urljoin, absolute_http_url, best_srcset_candidate, extract_images
 
 PAGE_URL = "https://news.example.com/2024/story.html"
 
@@ -80,3 +80,17 @@ def test_srcset_picks_the_largest_rendition(descriptors):
     best_size = max(size for size, _ in pool)
     expected = next(i for size, i in pool if size == best_size)
     assert best_srcset_candidate(srcset) == f"img{expected}.jpg"
+
+
+URL_PIECES = st.sampled_from(["http://", "https://", "HTTP://", "//", "/", "./", "../", "a", "B.jpg", "?", "#",
+                              "x=1&y", ":", "@", "[::1]", "\\", "\t", " ", "%20", "é", "..", ".", "mailto:", ""])
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(URL_PIECES, max_size=8).map("".join),
+       st.sampled_from(["https://ex.com/dir/page.html?q=1#f", "http://h.org", "http://h.org/a/b/", "HTTP://h.org/x"]))
+def test_fast_url_resolution_equals_urljoin(value, base):
+    """The hand-written fast path gives exactly what urljoin + urlsplit give (None for non-http results)."""
+    stripped = value.strip()
+    skipped = not stripped or stripped.startswith(("data:", "javascript:", "blob:", "#"))
+    assert absolute_http_url(value, base) == (None if skipped else _resolve_with_urljoin(stripped, base))

@@ -28,7 +28,7 @@ FORMAT = "openwit-eval-index"
 VERSION = 1
 # Largest pHash distance reported as an overlap; chosen from the measured recall / false-positive curves
 # in bench/RESULTS.md ("Eval-set decontamination").
-DEFAULT_RADIUS = 10
+DEFAULT_RADIUS = 8
 METHODS = ("sha256", "phash", "mirror_phash", "crop_phash", "caption_minhash")
 
 
@@ -177,22 +177,37 @@ class EvalIndex:
 
     def lookup(self, image, caption: str | None = None) -> list[OverlapMatch]:
         """Every eval item the sample overlaps, once per method with its smallest distance; sorted."""
-        best: dict[tuple[int, str], float] = {}
+        return self.lookup_many([image], [caption])[0]
 
-        def add(item: int, method: str, distance: float) -> None:
-            if distance < best.get((item, method), float("inf")):
-                best[(item, method)] = distance
+    def lookup_many(self, images: list, captions: list[str | None] | None = None) -> list[list[OverlapMatch]]:
+        """`lookup` of many samples (e.g. a shard's) at once: one compiled Hamming search for all of them."""
+        captions = [None] * len(images) if captions is None else list(captions)
+        if len(captions) != len(images):
+            raise ValueError(f"{len(images)} images but {len(captions)} captions")
+        best: list[dict[tuple[int, str], float]] = [{} for _ in images]
 
-        for item in self._sha.get(image_hashes.pixel_sha256(image), ()):
-            add(item, "sha256", 0.0)
-        code = image_hashes.sample_hash(image)
-        if code is not None and len(self.codes):
-            ids, dists = self._hamming.query(code, self.radius)
-            for code_id, d in zip(ids.tolist(), dists.tolist()):
-                add(int(self.code_item[code_id]), METHODS[self.code_method[code_id]], float(d))
-        if caption and self._captions is not None:
-            for item, d in self._captions.query(caption):
-                add(item, "caption_minhash", d)
-        matches = [OverlapMatch(self.eval_sets[self.item_set[item]], self.item_ids[item], method, distance)
-                   for (item, method), distance in best.items()]
-        return sorted(matches, key=lambda m: (m.eval_set, m.eval_id, m.method))
+        def add(sample: int, item: int, method: str, distance: float) -> None:
+            if distance < best[sample].get((item, method), float("inf")):
+                best[sample][(item, method)] = distance
+
+        hashed, codes = [], []
+        for sample, image in enumerate(images):
+            for item in self._sha.get(image_hashes.pixel_sha256(image), ()):
+                add(sample, item, "sha256", 0.0)
+            code = image_hashes.sample_hash(image)
+            if code is not None:
+                hashed.append(sample)
+                codes.append(code)
+        if codes and len(self.codes):
+            qpos, ids, dists = self._hamming.query_many(np.array(codes, dtype=np.uint64), self.radius)
+            for q, code_id, d in zip(qpos.tolist(), ids.tolist(), dists.tolist()):
+                add(hashed[q], int(self.code_item[code_id]), METHODS[self.code_method[code_id]], float(d))
+        if self._captions is not None:
+            for sample, caption in enumerate(captions):
+                if caption:
+                    for item, d in self._captions.query(caption):
+                        add(sample, item, "caption_minhash", d)
+        return [sorted((OverlapMatch(self.eval_sets[self.item_set[item]], self.item_ids[item], method, distance)
+                        for (item, method), distance in found.items()),
+                       key=lambda m: (m.eval_set, m.eval_id, m.method))
+                for found in best]

@@ -25,7 +25,7 @@ from math import comb
 import numba
 import numpy as np
 from llvmlite import ir
-from numba.core import types
+from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 CODE_BITS = 64
@@ -105,47 +105,79 @@ def brute_force(codes: np.ndarray, query: int, radius: int) -> tuple[np.ndarray,
     return ids, dist[ids].astype(np.int64)
 
 
+@intrinsic
+def _prefetch(typingctx, array, index):
+    """Ask the CPU to start loading array[index] now: bucket reads are cache misses, and a handful in
+    flight at once instead of one after the other makes lookups ~1.5x faster (bench/bench_dedup_speed.py)."""
+    def codegen(context, builder, signature, args):
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+                                            "llvm.prefetch.p0")
+        # read, keep in all cache levels, data cache
+        builder.call(fn, [builder.bitcast(builder.gep(data, [args[1]]), i8p), i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return types.void(array, types.int64), codegen
+
+
+PREFETCH_AHEAD = 8  # buckets requested ahead of the one being scanned
+
+
 @numba.njit(nogil=True, cache=False)
 def _search(query, radius, table_radii, probe_start, masks, shifts, widths, bases, offsets, sorted_codes,
-            sorted_ids, n, qpos, out_q, out_ids, out_dist, found):
+            sorted_ids, n, qpos, out_q, out_ids, out_dist, found, starts, ends):
     """Append every code within `radius` of `query` to the out arrays from position `found` on.
 
     Returns the new count; past the arrays' capacity it only counts, so the caller can grow them and rerun.
     """
     tables = shifts.shape[0]
+    probes = probe_start[tables]
+    # First the bounds of every probed bucket (independent loads the CPU overlaps), then the buckets.
     for t in range(tables):
         key = (query >> shifts[t]) & widths[t]
         for p in range(probe_start[t], probe_start[t + 1]):
             slot = bases[t] + np.int64(key ^ masks[p])
-            row = t * n
-            for j in range(offsets[slot], offsets[slot + 1]):
-                x = sorted_codes[row + j] ^ query
-                d = _popcount(x)
-                if d > radius:
-                    continue
-                # Report the code only through the first table that probes it.
-                earlier = False
-                for u in range(t):
-                    if _popcount((x >> shifts[u]) & widths[u]) <= table_radii[u]:
-                        earlier = True
-                        break
-                if earlier:
-                    continue
-                if found < out_ids.shape[0]:
-                    out_q[found] = qpos
-                    out_ids[found] = sorted_ids[row + j]
-                    out_dist[found] = d
-                found += 1
+            starts[p] = t * n + offsets[slot]
+            ends[p] = t * n + offsets[slot + 1]
+    for p in range(min(PREFETCH_AHEAD, probes)):
+        _prefetch(sorted_codes, starts[p])
+    t = 0
+    for p in range(probes):
+        while p >= probe_start[t + 1]:
+            t += 1
+        if p + PREFETCH_AHEAD < probes:
+            _prefetch(sorted_codes, starts[p + PREFETCH_AHEAD])
+        for j in range(starts[p], ends[p]):
+            x = sorted_codes[j] ^ query
+            d = _popcount(x)
+            if d > radius:
+                continue
+            # Report the code only through the first table that probes it.
+            earlier = False
+            for u in range(t):
+                if _popcount((x >> shifts[u]) & widths[u]) <= table_radii[u]:
+                    earlier = True
+                    break
+            if earlier:
+                continue
+            if found < out_ids.shape[0]:
+                out_q[found] = qpos
+                out_ids[found] = sorted_ids[j]
+                out_dist[found] = d
+            found += 1
     return found
 
 
 @numba.njit(nogil=True, cache=False)
 def _search_many(queries, radius, table_radii, probe_start, masks, shifts, widths, bases, offsets, sorted_codes,
                  sorted_ids, n, out_q, out_ids, out_dist):
+    starts = np.empty(masks.shape[0], dtype=np.int64)
+    ends = np.empty(masks.shape[0], dtype=np.int64)
     found = 0
     for i in range(queries.shape[0]):
         found = _search(queries[i], radius, table_radii, probe_start, masks, shifts, widths, bases, offsets,
-                        sorted_codes, sorted_ids, n, i, out_q, out_ids, out_dist, found)
+                        sorted_codes, sorted_ids, n, i, out_q, out_ids, out_dist, found, starts, ends)
     return found
 
 

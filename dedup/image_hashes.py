@@ -20,10 +20,13 @@ from PIL import Image, ImageOps
 # few bits of one of these (measured in bench/bench_dedup_quality.py, see bench/RESULTS.md).
 CROPS = tuple(
     (keep, ax, ay)
-    for keep in (0.92,)
-    for ax in (0.0, 0.5, 1.0)
-    for ay in (0.0, 0.5, 1.0)
+    for keep in (0.95, 0.90)
+    for ax in (0.0, 0.25, 0.5, 0.75, 1.0)
+    for ay in (0.0, 0.25, 0.5, 0.75, 1.0)
 )
+# Eval variants are hashed from a grey copy whose shorter side is at most this: a pipeline sample is
+# ~256 px anyway, and a 32x32 thumbnail of a huge image costs ~5 ms per variant.
+WORK_SIDE = 384
 
 # Below this spread of grey levels (0..255) in the 32x32 thumbnail pHash is noise around a flat image:
 # every near-uniform image (placeholders, blank scans) would collide. Such images match by SHA-256 only.
@@ -71,51 +74,86 @@ def _bar(arr: np.ndarray, tolerance: int) -> int:
     return len(rows) if rows.all() else int(np.argmin(rows))
 
 
+def _bars(first: int, last: int, size: int, colours: tuple[int, int], tolerance: int) -> int:
+    """Thickness to cut from both ends of one axis, 0 when the ends do not look like letterbox bars.
+
+    A "border" resize pads two opposite sides with one colour and the same thickness (+-1 px). When the
+    picture's own edge has that colour too (a dark sky, a black floor), that side's bar looks thicker, so
+    the thinner of the two is the padding: cutting it from both sides keeps the whole picture.
+    """
+    if not first or not last or abs(colours[0] - colours[1]) > tolerance:
+        return 0
+    cut = min(first, last)
+    return cut if size - 2 * cut > 8 else 0
+
+
 def trim_border(image: Image.Image, tolerance: int = 6) -> Image.Image:
     """The image without letterbox bars: a "border" resize pads both opposite sides with one colour.
 
-    Only a matching pair of bars (top and bottom, or left and right, of about the same thickness) is
-    trimmed, so a picture with one dark edge keeps it. The index also stores the trimmed hash of eval
-    images that look letterboxed themselves, so trimming a sample never loses a match.
+    Only bars on both opposite sides (top and bottom, or left and right) in one colour are trimmed, by
+    the thinner bar's thickness, so a picture with one dark edge keeps it. The index also stores the
+    trimmed hash of eval images (and of their square center crop) that look letterboxed themselves, so
+    trimming a sample never loses a match.
     """
     arr = np.asarray(image.convert("L"), dtype=np.int16)
     h, w = arr.shape
-    top, bottom = _bar(arr, tolerance), _bar(arr[::-1], tolerance)
-    left, right = _bar(arr.T, tolerance), _bar(arr.T[::-1], tolerance)
-    box = [0, 0, w, h]
-    if top and bottom and abs(top - bottom) <= 2 + h // 100 and top + bottom < h - 8:
-        box[1], box[3] = top, h - bottom
-    if left and right and abs(left - right) <= 2 + w // 100 and left + right < w - 8:
-        box[0], box[2] = left, w - right
-    return image if box == [0, 0, w, h] else image.crop(tuple(box))
+    dy = _bars(_bar(arr, tolerance), _bar(arr[::-1], tolerance), h, (arr[0, 0], arr[-1, -1]), tolerance)
+    dx = _bars(_bar(arr.T, tolerance), _bar(arr.T[::-1], tolerance), w, (arr[0, 0], arr[-1, -1]), tolerance)
+    return image if not (dx or dy) else image.crop((dx, dy, w - dx, h - dy))
+
+
+def _hash_thumbnail(pixels: np.ndarray) -> int:
+    """imagehash.phash of a 32x32 grey thumbnail, as an unsigned 64-bit integer (same bits as phash64)."""
+    import scipy.fftpack
+
+    dct = scipy.fftpack.dct(scipy.fftpack.dct(pixels, axis=0), axis=1)[:8, :8]
+    return int(np.packbits((dct > np.median(dct)).ravel()).view(">u8")[0])
+
+
+def _thumbnail(grey: Image.Image) -> np.ndarray:
+    return np.asarray(grey.resize((32, 32), Image.Resampling.LANCZOS))
 
 
 def eval_variants(image: Image.Image) -> list[tuple[str, int]]:
     """(method, pHash) of the variants of an eval image that the index stores; empty for flat images.
 
-    `method` names the variant in overlap records: "phash" (the image), "mirror_phash", "crop_phash"
-    (shifted crops and the square center crop, each also mirrored, so a flipped crop is found too).
+    `method` names the variant in overlap records: "phash" (the image, also with letterbox-like bars
+    trimmed), "mirror_phash", "crop_phash" (shifted crops and the square center crop, each also
+    mirrored, so a flipped crop is found too). A mirror is hashed from the mirrored 32x32 thumbnail, which
+    gives the same bits as hashing the mirrored image (pHash's resize is symmetric) at a fraction of the cost.
     """
     rgb = image if image.mode == "RGB" else image.convert("RGB")
     if is_flat(rgb):
         return []
-    mirror = ImageOps.mirror(rgb)
-    variants = [("phash", phash64(rgb)), ("mirror_phash", phash64(mirror))]
-    trimmed = trim_border(rgb)
-    if trimmed is not rgb:
-        variants += [("phash", phash64(trimmed)), ("mirror_phash", phash64(ImageOps.mirror(trimmed)))]
-    # A center-crop resize squares whatever copy it gets, so crops of a non-square image are also stored
-    # as the square the pipeline would keep of them.
-    bases = [rgb]
-    if abs(rgb.width - rgb.height) > 0.02 * max(rgb.size):
-        bases.append(center_square(rgb))
-    crops = bases[1:] + [crop(b, keep, ax, ay) for b in bases for keep, ax, ay in CROPS]
-    for c in crops:
-        variants.append(("crop_phash", phash64(c)))
-        variants.append(("crop_phash", phash64(ImageOps.mirror(c))))
+    grey = rgb.convert("L")
+    if min(grey.size) > WORK_SIDE:
+        scale = WORK_SIDE / min(grey.size)
+        grey = grey.resize((max(1, round(grey.width * scale)), max(1, round(grey.height * scale))),
+                           Image.Resampling.LANCZOS)
+    variants: list[tuple[str, Image.Image]] = [("phash", grey)]
+    # A center-crop resize squares whatever copy it gets, so the square it would keep of the image and of
+    # its crops is stored too.
+    bases = [grey]
+    if abs(grey.width - grey.height) > 0.02 * max(grey.size):
+        bases.append(center_square(grey))
+    for base in bases:
+        trimmed = trim_border(base)
+        if trimmed is not base:
+            variants.append(("phash", trimmed))
+    variants += [("crop_phash", b) for b in bases[1:]]
+    codes = []
+    for method, variant in variants:
+        thumb = _thumbnail(variant)
+        codes.append((method, _hash_thumbnail(thumb)))
+        codes.append(("mirror_phash" if method == "phash" else method, _hash_thumbnail(thumb[:, ::-1])))
+    # Shifted crops are not mirrored: a copy both flipped and cropped is rare, and mirroring would double
+    # the index (and the lookup time and false-positive chances with it).
+    for b in bases:
+        for keep, ax, ay in CROPS:
+            codes.append(("crop_phash", _hash_thumbnail(_thumbnail(crop(b, keep, ax, ay)))))
     # Identical hashes (e.g. a symmetric image and its mirror) would only report the same item twice.
     seen, unique = set(), []
-    for method, code in variants:
+    for method, code in codes:
         if code not in seen:
             seen.add(code)
             unique.append((method, code))

@@ -8,3 +8,6 @@ apt-get download mate-backgrounds ukui-wallpapers
 for d in *.deb; do dpkg-deb -x "$d" x; done
 pip download --no-deps -d wheel scikit-image==0.26.0
 (cd wheel && unzip -q -o ./*.whl 'skimage/data/*')
+# Sentences for bench/bench_dedup_captions.py: Debian's fortunes (data files only).
+apt-get download fortunes
+mkdir -p fortunes && dpkg-deb -x fortunes_*.deb fortunes

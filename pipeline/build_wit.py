@@ -15,6 +15,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from openwit.errors import EXIT_BAD_INPUT, InputError
+from openwit.options import OutputOptions
 from pipeline import fetch, resize
 from pipeline.balance import Balance
 from pipeline.captions import CaptionCleaner, CaptionRules
@@ -33,7 +34,7 @@ REJECT_SCHEMA_FIELDS = [("url", "string"), ("caption", "string"), ("stage", "str
                         ("source", "string")]
 
 
-class BuildWitOptions(PipelineOptions):
+class BuildWitOptions(OutputOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
         inputs = parser.add_argument_group("inputs")
@@ -52,7 +53,6 @@ class BuildWitOptions(PipelineOptions):
                             help="larger WARC records are rejects (too_large)")
         inputs.add_argument("--queries", help="query list: .txt (one per line), MetaCLIP metadata.json, or "
                                               "queries.parquet")
-        parser.add_argument("--output", help="output folder (local, gs://, s3://, hdfs://)")
 
         select = parser.add_argument_group("caption and selection")
         select.add_argument("--min-caption-chars", type=int, default=CaptionRules.min_chars)

@@ -28,6 +28,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from openwit.errors import EXIT_BAD_INPUT, InputError
+from openwit.options import OutputOptions
 from queries import wordnet
 from queries.files import expand_patterns
 from queries.merge import MergeAndWrite, write_summary
@@ -39,7 +40,7 @@ DEFAULT_RUNNER = "FnApiRunner"  # local and offline; Beam's DirectRunner first d
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-class BuildQueriesOptions(PipelineOptions):
+class BuildQueriesOptions(OutputOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
         inputs = parser.add_argument_group("inputs (give at least one source)")
@@ -51,7 +52,6 @@ class BuildQueriesOptions(PipelineOptions):
         inputs.add_argument("--pageviews", action="append", default=[],
                             help="page-view dump(s) `project title count bytes`: paths or globs (repeatable)")
         inputs.add_argument("--wordnet", help="WordNet 3.x dict directory (data.noun, data.verb, ...)")
-        parser.add_argument("--output", help="output folder (local, gs://, s3://, hdfs://)")
 
         keep = parser.add_argument_group("thresholds")
         keep.add_argument("--min-unigram-count", type=int, default=100)

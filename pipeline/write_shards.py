@@ -11,6 +11,7 @@ import concurrent.futures
 import hashlib
 import io
 import json
+import logging
 import os
 import tarfile
 import time
@@ -26,6 +27,8 @@ from apache_beam.io.filesystems import FileSystems
 from pipeline import fetch, resize
 
 EVAL_DUPLICATE = "eval_duplicate"
+INTERNAL_ERROR = "internal_error"  # a bug met while processing one sample: logged, counted, never fatal
+WINDOW_MIN = 256  # samples fetched ahead of the next one to write
 DECONTAMINATE_MODES = ("drop", "report")
 
 PARQUET_SCHEMA = pa.schema([
@@ -52,6 +55,8 @@ def stage_of(reason: str) -> str:
     """The stage a shard-level failure is counted under in stats.json."""
     if reason == EVAL_DUPLICATE:
         return "decontaminate"
+    if reason == INTERNAL_ERROR:
+        return "shard"
     return "image" if reason in resize.REASONS else "fetch"
 
 
@@ -100,6 +105,15 @@ def summarize(shard: int, rows: list[dict]) -> dict:
     }
 
 
+def _failed_row(candidate: dict, reason: str | None) -> dict:
+    return {
+        "key": candidate["key"], "url": candidate["url"], "caption": candidate["caption"],
+        "status": "failed", "error_message": reason, "width": None, "height": None,
+        "original_width": None, "original_height": None, "sha256": None, "phash": None,
+        "queries": candidate["queries"], "page_url": candidate.get("page_url") or "", "eval_matches": [],
+    }
+
+
 class ShardBuilder:
     """The plain-Python core of the shard step: one per worker, reused for every shard it gets."""
 
@@ -128,14 +142,11 @@ class ShardBuilder:
             return summarize(shard, self.read_rows(shard))
         started = time.time()
         candidates = sorted(candidates, key=lambda c: c["index"])
-        samples = asyncio.run(self._download_and_process(candidates))
-        rows = [row for row, _files in samples]
+        rows = []
 
         def write_tar(f):
             with tarfile.open(fileobj=f, mode="w|", format=tarfile.GNU_FORMAT) as tar:
-                for row, files in samples:
-                    for name, data in files:
-                        _tar_member(tar, f"{row['key']}.{name}", data)
+                rows.extend(asyncio.run(self._fetch_and_write(candidates, tar)))
 
         out = self.config.output
         _write_atomically(shard_path(out, shard, ".tar"), write_tar)
@@ -148,24 +159,41 @@ class ShardBuilder:
                           lambda f: f.write(json.dumps(stats, indent=2).encode()))
         return summary
 
-    async def _download_and_process(self, candidates: list[dict]) -> list[tuple[dict, list]]:
+    async def _fetch_and_write(self, candidates: list[dict], tar: tarfile.TarFile) -> list[dict]:
+        """Fetch and process the shard's samples concurrently; write each to the tar, in index order, as soon
+        as it and all before it are done. A window bounds the samples in flight or waiting for an earlier one,
+        so a worker's memory does not grow with the shard size (a shard is ~10k images)."""
         loop = asyncio.get_running_loop()
+        # asyncio.Semaphore is first-come first-served, and tasks queue in index order: the lowest unwritten
+        # sample always holds or gets a slot, so the window cannot deadlock.
+        window = asyncio.Semaphore(max(WINDOW_MIN, 4 * self.config.fetch.max_concurrency))
+        finished, rows = {}, []
         async with fetch.Fetcher(self.config.fetch) as fetcher:
-            async def one(candidate):
+            async def one(position, candidate):
+                await window.acquire()
                 result = await fetcher.fetch(candidate["url"])
                 # Decoding and resizing are CPU work: a thread pool keeps the event loop fetching meanwhile.
-                return await loop.run_in_executor(self.pool, self._make_sample, candidate, result)
+                finished[position] = await loop.run_in_executor(self.pool, self._sample, candidate, result)
+                while len(rows) in finished:
+                    row, files = finished.pop(len(rows))
+                    for name, data in files:
+                        _tar_member(tar, f"{row['key']}.{name}", data)
+                    rows.append(row)
+                    window.release()
 
-            return await asyncio.gather(*(one(c) for c in candidates))
+            await asyncio.gather(*(one(i, c) for i, c in enumerate(candidates)))
+        return rows
+
+    def _sample(self, candidate: dict, result: "fetch.FetchResult") -> tuple[dict, list]:
+        try:
+            return self._make_sample(candidate, result)
+        except Exception:  # one sample must never take down a shard of 10k: log it, count it, go on
+            logging.exception("unexpected error processing %s (counted as %s)", candidate["url"], INTERNAL_ERROR)
+            return _failed_row(candidate, INTERNAL_ERROR), []
 
     def _make_sample(self, candidate: dict, result: "fetch.FetchResult") -> tuple[dict, list]:
         """The shard parquet row of one candidate, and the files it contributes to the tar (none if failed)."""
-        row = {
-            "key": candidate["key"], "url": candidate["url"], "caption": candidate["caption"],
-            "status": "failed", "error_message": result.reason, "width": None, "height": None,
-            "original_width": None, "original_height": None, "sha256": None, "phash": None,
-            "queries": candidate["queries"], "page_url": candidate.get("page_url") or "", "eval_matches": [],
-        }
+        row = _failed_row(candidate, result.reason)
         if result.reason is not None:
             return row, []
         row["sha256"] = hashlib.sha256(result.body).hexdigest()

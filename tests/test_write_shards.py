@@ -1,0 +1,61 @@
+"""The shard step on its own: ordered streaming into the tar through a small window, and a sample whose
+processing hits an unexpected error costs that sample only."""
+
+import tarfile
+
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline import fetch, resize, write_shards
+from pipeline.plan_shards import sample_key
+from pipeline.write_shards import ShardBuilder, ShardConfig
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def candidates(demo_site, demo_url, n):
+    paths = [p for p, outcome in demo_site.expected.items()][:n]
+    return [{"url": demo_url + p, "caption": f"caption {i}", "queries": [i % 3], "page_url": "",
+             "source": "test", "index": i, "key": sample_key(7, i, 10000)} for i, p in enumerate(paths)]
+
+
+def test_small_window_keeps_index_order_and_every_sample(demo_site, demo_url, tmp_path, monkeypatch):
+    monkeypatch.setattr(write_shards, "WINDOW_MIN", 3)  # far smaller than the shard: forces waiting
+    config = ShardConfig(output=str(tmp_path), image=resize.ImageOptions(image_size=32),
+                         fetch=fetch.FetchOptions(allow_private_addresses=True, max_concurrency=1, timeout_s=10))
+    items = candidates(demo_site, demo_url, 25)
+    builder = ShardBuilder(config)
+    try:
+        summary = builder.build(7, list(reversed(items)))  # arrival order must not matter
+    finally:
+        builder.close()
+    rows = pq.read_table(tmp_path / "shards" / "00007.parquet").to_pylist()
+    assert [r["key"] for r in rows] == [c["key"] for c in items]
+    with tarfile.open(tmp_path / "shards" / "00007.tar") as tar:
+        keys = [m.name.split(".")[0] for m in tar.getmembers()]
+    ok = [r["key"] for r in rows if r["status"] == "success"]
+    assert keys == [k for k in ok for _ in range(3)] and summary["successes"] == len(ok) > 0
+
+
+def test_unexpected_error_in_one_sample_is_counted_not_fatal(demo_site, demo_url, tmp_path, monkeypatch):
+    items = candidates(demo_site, demo_url, 12)
+    good = [c for c in items if demo_site.expected[c["url"][len(demo_url):]] == "success"]
+    real = resize.process_image
+
+    def flaky(data, options):
+        if flaky.calls == 0:
+            flaky.calls += 1
+            raise RuntimeError("a bug")
+        return real(data, options)
+    flaky.calls = 0
+    monkeypatch.setattr(resize, "process_image", flaky)
+    config = ShardConfig(output=str(tmp_path), image=resize.ImageOptions(image_size=32), threads=1,
+                         fetch=fetch.FetchOptions(allow_private_addresses=True, max_concurrency=1))
+    builder = ShardBuilder(config)
+    try:
+        summary = builder.build(0, [dict(c, key=sample_key(0, c["index"], 10000)) for c in items])
+    finally:
+        builder.close()
+    assert summary["failed"].get(write_shards.INTERNAL_ERROR) == 1
+    assert summary["successes"] == len(good) - 1
+    assert write_shards.stage_of(write_shards.INTERNAL_ERROR) == "shard"

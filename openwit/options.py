@@ -1,14 +1,49 @@
-"""Beam options shared by OpenWIT's pipelines.
+"""Beam options shared by OpenWIT's pipelines, and how their command lines are parsed.
 
 Beam parses every PipelineOptions subclass that has been imported with one global parser, so two pipelines
 that each declare `--output` collide ("conflicting option string") as soon as one process imports both (a test
 session, a notebook, a launcher). Flags common to several pipelines are therefore declared once, here.
 """
 
-from apache_beam.options.pipeline_options import PipelineOptions
+import argparse
+
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from openwit.errors import InputError
+
+# Local and offline: Beam's DirectRunner first tries to download its Prism binary from GitHub.
+DEFAULT_RUNNER = "FnApiRunner"
 
 
 class OutputOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
         parser.add_argument("--output", help="output folder (local, gs://, s3://, hdfs://)")
+
+
+def help_parser(options_cls: type, prog: str, description: str) -> argparse.ArgumentParser:
+    """A parser with just this pipeline's own options, for --help and for spotting typos."""
+    parser = argparse.ArgumentParser(
+        prog=prog, description=description, allow_abbrev=False,
+        epilog="Any Beam pipeline option (--runner, --direct_num_workers, --project, ...) is accepted too. "
+               f"With no --runner the pipeline runs locally on {DEFAULT_RUNNER}.")
+    for cls in reversed(options_cls.mro()):
+        if "_add_argparse_args" in vars(cls) and issubclass(cls, OutputOptions):
+            cls._add_argparse_args(parser)
+    return parser
+
+
+def parse_pipeline_options(argv: list[str], options_cls: type, prog: str) -> PipelineOptions:
+    """Beam options from a command line, as a view of `options_cls`, with the local runner by default.
+
+    Beam silently drops options it does not know. Ours are spelled with hyphens and Beam's with underscores,
+    so an unknown hyphenated option is a typo of ours and is reported instead of ignored.
+    """
+    _, unknown = help_parser(options_cls, prog, "").parse_known_args(argv)
+    for arg in unknown:
+        if arg.startswith("--") and "-" in arg[2:].split("=")[0]:
+            raise InputError(f"unknown option {arg.split('=')[0]}; see `{prog} --help`")
+    options = PipelineOptions(argv)
+    if options.view_as(StandardOptions).runner is None:
+        options.view_as(StandardOptions).runner = DEFAULT_RUNNER
+    return options.view_as(options_cls)

@@ -12,10 +12,9 @@ import sys
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from openwit.errors import EXIT_BAD_INPUT, InputError
-from openwit.options import OutputOptions
+from openwit.options import OutputOptions, help_parser, parse_pipeline_options
 from pipeline import fetch, resize
 from pipeline.balance import Balance
 from pipeline.captions import CaptionCleaner, CaptionRules
@@ -27,8 +26,6 @@ from pipeline.read_warc import DEFAULT_MAX_PAGE_BYTES, ReadWarc, ReadWat
 from pipeline.totals import write_totals
 from pipeline.write_shards import DECONTAMINATE_MODES, ShardConfig, WriteShardFn
 from queries.load import load_queries
-
-DEFAULT_RUNNER = "FnApiRunner"
 
 REJECT_SCHEMA_FIELDS = [("url", "string"), ("caption", "string"), ("stage", "string"), ("reason", "string"),
                         ("source", "string")]
@@ -275,10 +272,7 @@ def build_pipeline(p: beam.Pipeline, o: BuildWitOptions) -> None:
 
 
 def parse_options(argv: list[str]) -> BuildWitOptions:
-    options = PipelineOptions(argv)
-    if options.view_as(StandardOptions).runner is None:
-        options.view_as(StandardOptions).runner = DEFAULT_RUNNER
-    return options.view_as(BuildWitOptions)
+    return parse_pipeline_options(argv, BuildWitOptions, "openwit build")
 
 
 def run(argv: list[str] | None = None) -> "beam.runners.runner.PipelineResult":
@@ -293,6 +287,10 @@ def run(argv: list[str] | None = None) -> "beam.runners.runner.PipelineResult":
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "-h" in argv or "--help" in argv:
+        help_parser(BuildWitOptions, "openwit build", __doc__.split("\n\n")[0]).print_help()
+        return 0
     try:
         run(argv)
     except InputError as e:

@@ -25,10 +25,9 @@ if __package__ in (None, ""):  # `python queries/build_queries.py`: make the pro
 
 import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from openwit.errors import EXIT_BAD_INPUT, InputError
-from openwit.options import OutputOptions
+from openwit.options import OutputOptions, help_parser, parse_pipeline_options
 from queries import wordnet
 from queries.files import expand_patterns
 from queries.merge import MergeAndWrite, write_summary
@@ -36,7 +35,6 @@ from queries.ngrams import CountWikipediaNgrams, ScoreBigrams
 from queries.pageviews import DEFAULT_PROJECTS, TitleViews
 from queries.wiki_dump import ReadWikipedia, check_dump_start
 
-DEFAULT_RUNNER = "FnApiRunner"  # local and offline; Beam's DirectRunner first downloads its Prism binary
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -63,26 +61,13 @@ class BuildQueriesOptions(OutputOptions):
         keep.add_argument("--max-queries", type=int, default=500_000)
 
 
-def _our_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="openwit queries", allow_abbrev=False,
-        description="Build CLIP's query list from Wikipedia, page views and WordNet.",
-        epilog="Any Beam pipeline option (--runner, --direct_num_workers, --project, ...) is accepted too.")
-    BuildQueriesOptions._add_argparse_args(parser)
-    return parser
+def _help_parser() -> argparse.ArgumentParser:
+    return help_parser(BuildQueriesOptions, "openwit queries",
+                       "Build CLIP's query list from Wikipedia, page views and WordNet.")
 
 
 def parse_options(argv: list[str]) -> BuildQueriesOptions:
-    # Beam silently drops options it does not know; ours are spelled with hyphens and Beam's with
-    # underscores, so an unknown hyphenated option is a typo of ours.
-    _, unknown = _our_parser().parse_known_args(argv)
-    for arg in unknown:
-        if arg.startswith("--") and "-" in arg[2:].split("=")[0]:
-            raise InputError(f"unknown option {arg.split('=')[0]}; see `openwit queries --help`")
-    options = PipelineOptions(argv)
-    if options.view_as(StandardOptions).runner is None:
-        options.view_as(StandardOptions).runner = DEFAULT_RUNNER
-    return options.view_as(BuildQueriesOptions)
+    return parse_pipeline_options(argv, BuildQueriesOptions, "openwit queries")
 
 
 def check_options(o: BuildQueriesOptions) -> None:
@@ -201,7 +186,7 @@ def run(argv: list[str] | None = None) -> dict:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if "-h" in argv or "--help" in argv:
-        _our_parser().print_help()
+        _help_parser().print_help()
         return 0
     try:
         summary = run(argv)

@@ -81,3 +81,14 @@ def test_cli_exit_status_is_2_with_a_message_not_a_traceback(inputs, tmp_path):
                            "--output", output], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "gone.parquet" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_misspelt_option_is_reported_not_silently_dropped(capsys, inputs):
+    code, err = run_main(capsys, *inputs, "--max-per-querry", "5")
+    assert code == 2 and "unknown option --max-per-querry" in err
+
+
+def test_help_lists_our_options(capsys):
+    assert build_wit.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--pairs" in out and "--output" in out and "--max-per-query" in out

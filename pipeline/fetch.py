@@ -25,6 +25,7 @@ import aiohttp
 from aiohttp.resolver import DefaultResolver
 from yarl import URL
 
+from openwit.errors import InputError
 from pipeline import politeness
 from pipeline.resize import SNIFF_BYTES, sniff_format
 from pipeline.ssrf import GuardedResolver, PrivateAddressError, check_url_host
@@ -76,6 +77,19 @@ class FetchOptions:
     retry_backoff_s: float = 1.0    # wait before retry n when no Retry-After: backoff * 2**n
     max_retry_after_s: float = 30.0  # a longer Retry-After ends the URL in http_429/503 instead of waiting
     dns_cache_s: int = 300
+
+    def __post_init__(self):
+        # A zero limit would make every fetch wait forever: refuse it up front, where the user set it.
+        for name in ("timeout_s", "max_bytes", "max_concurrency", "per_host_concurrency"):
+            if not getattr(self, name) > 0:
+                raise InputError(f"fetch option {name} must be positive, got {getattr(self, name)!r}")
+        for name in ("max_redirects", "retries", "min_host_delay_s", "max_crawl_delay_s", "retry_backoff_s",
+                     "max_retry_after_s", "dns_cache_s"):
+            if getattr(self, name) < 0:
+                raise InputError(f"fetch option {name} cannot be negative, got {getattr(self, name)!r}")
+        if not politeness.user_agent_token(self.user_agent):
+            raise InputError("the user agent is empty; give a product name and a contact URL, e.g. "
+                             "'MyLab-WIT/1.0 (+https://mylab.example/crawler)'")
 
 
 @dataclass

@@ -317,3 +317,12 @@ def test_fetcher_pickles_as_plain_config():
     assert pickle.loads(pickle.dumps(options)) == options
     fetcher = pickle.loads(pickle.dumps(Fetcher(options)))
     assert fetcher.options == options
+
+
+@pytest.mark.parametrize("bad", [dict(max_concurrency=0), dict(per_host_concurrency=0), dict(timeout_s=0),
+                                 dict(max_bytes=-1), dict(retries=-1), dict(user_agent="  ")])
+def test_options_that_would_hang_or_mislead_are_input_errors(bad):
+    from openwit.errors import InputError
+
+    with pytest.raises(InputError):
+        FetchOptions(**bad)

@@ -247,3 +247,23 @@ def test_output_geometry_follows_the_mode(w, h, mode, size, fmt):
     else:
         assert max(ow, oh) == size
     assert Image.open(io.BytesIO(out.data)).size == (ow, oh)
+
+
+_SMALL_FILES = {fmt: encode(textured((48, 40), seed=3), fmt) for fmt in ("JPEG", "PNG", "GIF", "WEBP", "BMP")}
+
+
+@settings(max_examples=150, deadline=None)
+@given(fmt=st.sampled_from(sorted(_SMALL_FILES)), cut=st.integers(0, 4000),
+       flips=st.lists(st.tuples(st.integers(0, 4000), st.integers(1, 255)), max_size=8))
+def test_mangled_files_are_rejected_or_decoded_never_crash(fmt, cut, flips):
+    # Web bytes are truncated and corrupted in every way: each outcome is an image or a counted reason.
+    data = bytearray(_SMALL_FILES[fmt])
+    for pos, mask in flips:
+        data[pos % len(data)] ^= mask
+    data = bytes(data[: max(1, len(data) - cut % len(data))])
+    try:
+        out = process_image(data, ImageOptions(image_size=32))
+    except ImageRejected as e:
+        assert e.reason in REASONS
+    else:
+        assert out.image.size == (32, 32) and out.image.mode == "RGB"

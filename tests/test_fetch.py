@@ -7,6 +7,7 @@ without holding more than the byte cap.
 import asyncio
 import gzip
 import socket
+import tracemalloc
 
 import pytest
 from aiohttp import web
@@ -107,8 +108,12 @@ def test_endless_body_is_aborted_at_the_cap():
         except (ConnectionError, RuntimeError):
             return resp
 
+    tracemalloc.start()
     [r] = fetch_all({"/endless": endless}, ["/endless"], max_bytes=300_000, timeout_s=10)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
     assert r.reason == "too_large" and r.body is None
+    assert peak < 20_000_000  # Python memory of client and server together stayed near the cap
     # The client hung up: the server got to send the cap plus what socket buffers hold, not an endless stream.
     assert sum(sent) < 50_000_000
 
@@ -326,3 +331,93 @@ def test_options_that_would_hang_or_mislead_are_input_errors(bad):
 
     with pytest.raises(InputError):
         FetchOptions(**bad)
+
+
+def _self_signed_cert(folder) -> tuple[str, str]:
+    """A certificate for 127.0.0.1 that no CA signed: what a man-in-the-middle or a misconfigured host shows."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(cert_path), str(key_path)
+
+
+def test_untrusted_certificate_is_a_tls_error(tmp_path):
+    import ssl
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(*_self_signed_cert(tmp_path))
+
+    async def main():
+        app = web.Application()
+        app.router.add_get("/a.jpg", image)
+        runner = web.AppRunner(app, shutdown_timeout=0.1)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
+        await site.start()
+        try:
+            async with Fetcher(short_options()) as fetcher:
+                return await fetcher.fetch(f"https://127.0.0.1:{runner.addresses[0][1]}/a.jpg")
+        finally:
+            await runner.cleanup()
+
+    r = asyncio.run(main())
+    assert r.reason == "tls_error" and "certificate" in r.error_message.lower()
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_hostile_images_over_http_each_end_in_their_reason():
+    # The whole download path of the shard writer: fetch, then process_image, against served files.
+    import io
+
+    from PIL import Image
+
+    from pipeline.resize import ImageOptions, ImageRejected, process_image
+
+    def png(img):
+        out = io.BytesIO()
+        img.save(out, "PNG")
+        return out.getvalue()
+
+    big = jpeg_bytes(size=(600, 400))
+    files = {
+        "/ok.jpg": (big, None),
+        "/truncated.jpg": (big[: len(big) // 2], "decode_error"),
+        "/corrupt.png": (png(Image.new("RGB", (50, 50)))[:20] + b"\xde\xad" * 40, "decode_error"),
+        "/bomb.png": (png(Image.new("1", (10000, 9000))), "too_many_pixels"),
+        "/needle.png": (png(Image.new("RGB", (1, 20000), (255, 0, 0))), "too_small"),  # 1 px < min size
+        "/strip.png": (png(Image.new("RGB", (20, 20000), (255, 0, 0))), "bad_aspect_ratio"),
+        "/tiny.jpg": (jpeg_bytes(size=(8, 8)), "too_small"),
+        "/page.jpg": (b"<html>moved</html>", "not_an_image"),
+    }
+
+    async def serve_file(request):
+        return web.Response(body=files[request.path][0], content_type="image/jpeg")
+
+    results = fetch_all({path: serve_file for path in files}, list(files))
+    options = ImageOptions(min_image_size=16, max_aspect_ratio=10)
+    for (path, (_, expected)), result in zip(files.items(), results):
+        reason = result.reason
+        if reason is None:
+            try:
+                process_image(result.body, options)
+            except ImageRejected as e:
+                reason = e.reason
+        assert reason == expected, path

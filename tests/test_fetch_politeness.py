@@ -74,6 +74,12 @@ def test_crawl_delay_spaces_requests_to_the_host():
     assert min(b - a for a, b in zip(arrivals, arrivals[1:])) >= 0.29
 
 
+def test_crawl_delay_is_capped_so_one_host_cannot_stall_a_shard():
+    results = fetch_all(site("User-agent: *\nCrawl-delay: 3600\n"), [f"/public/{n}.jpg" for n in range(3)],
+                        max_crawl_delay_s=0.05)
+    assert all(r.reason is None for r in results)
+
+
 @pytest.mark.parametrize("values, opted_out", [
     (["noai"], True),
     (["noimageai"], True),

@@ -68,7 +68,8 @@ class BuildWitOptions(OutputOptions):
         image.add_argument("--resize-mode", default=resize.ImageOptions.resize_mode, choices=resize.RESIZE_MODES)
         image.add_argument("--encode-format", default=resize.ImageOptions.encode_format,
                            choices=resize.ENCODE_FORMATS)
-        image.add_argument("--encode-quality", type=int, default=resize.ImageOptions.encode_quality)
+        image.add_argument("--encode-quality", type=int, default=None,
+                           help="jpg/webp quality 0-100 (default 95); png compression level 0-9 (default 6)")
         image.add_argument("--min-image-size", type=int, default=resize.ImageOptions.min_image_size)
         image.add_argument("--max-aspect-ratio", type=float, default=resize.ImageOptions.max_aspect_ratio)
         image.add_argument("--samples-per-shard", type=int, default=10000)
@@ -114,8 +115,7 @@ def check_options(o: BuildWitOptions) -> None:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(o, name)}")
     if o.oversample < 1:
         raise InputError(f"--oversample must be >= 1 (it raises t to cover fetch failures), got {o.oversample}")
-    if not 0 < o.encode_quality <= 100:
-        raise InputError(f"--encode-quality must be in 1..100, got {o.encode_quality}")
+    shard_config(o)  # image and fetch options check themselves
     if o.eval_index and not FileSystems.exists(o.eval_index):
         raise InputError(f"--eval-index {o.eval_index!r}: no such file; build one with `openwit eval-index`")
     probe = FileSystems.join(o.output, ".openwit-write-test")
@@ -142,13 +142,19 @@ def fetch_options(o: BuildWitOptions) -> fetch.FetchOptions:
         per_host_concurrency=o.per_host_concurrency, min_host_delay_s=o.min_host_delay, retries=o.retries)
 
 
+def default_quality(encode_format: str) -> int:
+    # png's "quality" is a zlib compression level (as in img2dataset); 6 is zlib's own default.
+    return 6 if encode_format == "png" else resize.ImageOptions.encode_quality
+
+
 def shard_config(o: BuildWitOptions) -> ShardConfig:
     return ShardConfig(
         output=o.output,
         fetch=fetch_options(o),
         image=resize.ImageOptions(
             image_size=o.image_size, resize_mode=o.resize_mode, encode_format=o.encode_format,
-            encode_quality=o.encode_quality, min_image_size=o.min_image_size,
+            encode_quality=default_quality(o.encode_format) if o.encode_quality is None else o.encode_quality,
+            min_image_size=o.min_image_size,
             max_aspect_ratio=o.max_aspect_ratio),
         eval_index=o.eval_index, decontaminate=o.decontaminate, threads=o.threads,
     )

@@ -92,3 +92,10 @@ def test_help_lists_our_options(capsys):
     assert build_wit.main(["--help"]) == 0
     out = capsys.readouterr().out
     assert "--pairs" in out and "--output" in out and "--max-per-query" in out
+
+
+def test_encode_quality_is_checked_for_the_chosen_format(capsys, inputs):
+    code, err = run_main(capsys, *inputs, "--encode-format", "png", "--encode-quality", "50")
+    assert code == 2 and "compression level 0-9" in err
+    code, err = run_main(capsys, *inputs, "--encode-quality", "101")
+    assert code == 2 and "0-100" in err

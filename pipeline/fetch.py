@@ -114,8 +114,10 @@ class _Failed(Exception):
 
 
 class Fetcher:
-    def __init__(self, options: FetchOptions = FetchOptions()):
+    def __init__(self, options: FetchOptions = FetchOptions(), robots_cache: "politeness.RobotsCache | None" = None):
         self.options = options
+        # Share one cache between the Fetchers of a worker (one per shard) so robots.txt is read once per host.
+        self.robots_cache = robots_cache if robots_cache is not None else politeness.RobotsCache()
         self.agent_token = politeness.user_agent_token(options.user_agent)
         self._opt_out_tokens = (self.agent_token, *politeness.DATASET_CRAWLER_TOKENS)
         self._session: aiohttp.ClientSession | None = None
@@ -133,7 +135,7 @@ class Fetcher:
             cookie_jar=aiohttp.DummyCookieJar(), trust_env=False)  # no cookies, no proxy from the environment
         self._slots = asyncio.Semaphore(o.max_concurrency)
         self._gates: dict[str, politeness.HostGate] = {}
-        self._robots: dict[str, asyncio.Future] = {}  # origin -> RobotsRules, fetched once per Fetcher
+        self._robots: dict[str, asyncio.Future] = {}  # origin -> RobotsRules being read or read by this Fetcher
         return self
 
     async def __aexit__(self, *exc) -> None:
@@ -306,23 +308,30 @@ class Fetcher:
     async def _check_robots(self, target: URL) -> None:
         origin = str(target.origin())
         future = self._robots.get(origin)
-        if future is None:  # first URL of this origin: fetch robots.txt once, everyone else awaits it
-            future = self._robots[origin] = asyncio.ensure_future(self._load_robots(target))
+        if future is None:  # first URL of this origin here: the worker's cache, else read robots.txt once
+            future = self._robots[origin] = asyncio.ensure_future(self._rules_for(origin, target))
         rules = await asyncio.shield(future)
         if rules.failure is not None:  # cached for the origin: retrying this URL would change nothing
             raise _Failed(rules.failure, rules.failure_message, retryable=False)
         if not rules.allows(str(target), self.agent_token):
             raise _Failed("robots_disallowed", f"robots.txt of {origin} disallows {self.agent_token}")
 
+    async def _rules_for(self, origin: str, target: URL) -> politeness.RobotsRules:
+        rules = self.robots_cache.get(origin)
+        if rules is None:
+            rules = await self._load_robots(target)
+            self.robots_cache.put(origin, rules)
+        # Crawl-delay holds for this Fetcher's gate of the host, whether the rules were read now or earlier.
+        delay = min(rules.crawl_delay(self.agent_token), self.options.max_crawl_delay_s)
+        gate = self._gate(target.host)
+        gate.min_delay = max(gate.min_delay, delay)
+        return rules
+
     async def _load_robots(self, target: URL) -> politeness.RobotsRules:
         url = str(target.origin().join(URL("/robots.txt")))
         result, _ = await self._attempt_robots(url)
         if result.reason is None:
-            rules = politeness.parse_robots(result.body)
-            delay = min(rules.crawl_delay(self.agent_token), self.options.max_crawl_delay_s)
-            gate = self._gate(target.host)
-            gate.min_delay = max(gate.min_delay, delay)
-            return rules
+            return politeness.parse_robots(result.body)
         status = result.http_status
         if status is not None and 400 <= status < 500 and status != 429:
             return politeness.RobotsRules()  # no robots.txt: everything allowed (RFC 9309, "unavailable")

@@ -84,6 +84,26 @@ class RobotsRules:
         return float(delay) if delay else 0.0
 
 
+class RobotsCache:
+    """robots.txt rules per origin for the life of a worker: shards come and go (each with its own Fetcher
+    and event loop), a host's robots.txt is fetched once. Only rules actually read (or a 4xx "no robots.txt")
+    are kept: a host that was down is asked again by the next shard. Bounded: the oldest origins go first."""
+
+    def __init__(self, max_origins: int = 100_000):
+        self.max_origins = max_origins
+        self._rules: dict[str, RobotsRules] = {}
+
+    def get(self, origin: str) -> "RobotsRules | None":
+        return self._rules.get(origin)
+
+    def put(self, origin: str, rules: RobotsRules) -> None:
+        if rules.failure is not None:
+            return
+        self._rules[origin] = rules
+        while len(self._rules) > self.max_origins:
+            del self._rules[next(iter(self._rules))]  # dicts keep insertion order: the oldest entry
+
+
 def parse_robots(body: bytes) -> RobotsRules:
     try:
         return RobotsRules(parser=Protego.parse(body.decode("utf-8", "replace")))

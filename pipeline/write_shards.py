@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline import fetch, resize
+from pipeline import fetch, politeness, resize
 
 EVAL_DUPLICATE = "eval_duplicate"
 INTERNAL_ERROR = "internal_error"  # a bug met while processing one sample: logged, counted, never fatal
@@ -120,6 +120,7 @@ class ShardBuilder:
     def __init__(self, config: ShardConfig):
         self.config = config
         self.pool = concurrent.futures.ThreadPoolExecutor(config.threads or os.cpu_count() or 1)
+        self.robots = politeness.RobotsCache()  # kept across this worker's shards
         self.eval_index = None
         if config.eval_index:
             from dedup.eval_index import EvalIndex
@@ -168,7 +169,7 @@ class ShardBuilder:
         # sample always holds or gets a slot, so the window cannot deadlock.
         window = asyncio.Semaphore(max(WINDOW_MIN, 4 * self.config.fetch.max_concurrency))
         finished, rows = {}, []
-        async with fetch.Fetcher(self.config.fetch) as fetcher:
+        async with fetch.Fetcher(self.config.fetch, self.robots) as fetcher:
             async def one(position, candidate):
                 await window.acquire()
                 result = await fetcher.fetch(candidate["url"])

@@ -9,9 +9,10 @@ from aiohttp import web
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fetch_helpers import fetch_all, jpeg_bytes
-from pipeline.politeness import (meta_robots_opts_out, parse_retry_after, parse_robots, user_agent_token,
-                                 x_robots_tag_opts_out)
+from fetch_helpers import fetch_all, jpeg_bytes, serve, short_options
+from pipeline.fetch import Fetcher
+from pipeline.politeness import (RobotsCache, meta_robots_opts_out, parse_retry_after, parse_robots,
+                                 user_agent_token, x_robots_tag_opts_out)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -179,3 +180,35 @@ def test_parsers_never_raise_on_arbitrary_server_input(robots_bytes, header):
     assert parse_robots(robots_bytes).allows("http://example.com/a/b.jpg", "openwit") in (True, False)
     assert x_robots_tag_opts_out([header], US) in (True, False)
     assert meta_robots_opts_out(robots_bytes, US) in (True, False)
+
+
+def test_robots_rules_are_kept_per_worker_across_fetchers_but_failures_are_not():
+    hits, down_hits = [], []
+    routes = site("User-agent: OpenWIT\nDisallow: /private/\nCrawl-delay: 0\n", robots_hits=hits)
+
+    async def two_shards(cache):
+        async with serve(routes) as base:
+            results = []
+            for _ in range(2):  # two shards of one worker: two Fetchers, two event-loop lifetimes of a session
+                async with Fetcher(short_options(), cache) as fetcher:
+                    results += await asyncio.gather(fetcher.fetch(base + "/public/a.jpg"),
+                                                    fetcher.fetch(base + "/private/b.jpg"))
+            return results
+
+    results = asyncio.run(two_shards(RobotsCache()))
+    assert [r.reason for r in results] == [None, "robots_disallowed"] * 2
+    assert len(hits) == 1  # read by the first shard only
+    asyncio.run(two_shards(None))  # without a shared cache each Fetcher reads it again
+    assert len(hits) == 3
+
+    failing = site("", robots_status=503, robots_hits=down_hits)
+
+    async def twice():
+        cache = RobotsCache()
+        async with serve(failing) as base:
+            for _ in range(2):
+                async with Fetcher(short_options(), cache) as fetcher:
+                    assert (await fetcher.fetch(base + "/public/a.jpg")).reason == "robots_disallowed"
+
+    asyncio.run(twice())
+    assert len(down_hits) == 2  # an unreachable robots.txt is asked again by the next shard

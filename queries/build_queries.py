@@ -35,8 +35,6 @@ from queries.ngrams import CountWikipediaNgrams, ScoreBigrams
 from queries.pageviews import DEFAULT_PROJECTS, TitleViews
 from queries.wiki_dump import ReadWikipedia, check_dump_start
 
-PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 
 class BuildQueriesOptions(OutputOptions):
     @classmethod
@@ -157,8 +155,6 @@ def run(argv: list[str] | None = None) -> dict:
     """Build the list; return the summary also written to OUTPUT/queries_summary.json."""
     o = parse_options(sys.argv[1:] if argv is None else argv)
     check_options(o)
-    # Local worker processes (multi_processing) import this project; put it on their path.
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [PROJECT_ROOT, os.environ.get("PYTHONPATH")]))
     p = beam.Pipeline(options=o)
     build_pipeline(p, o)
     try:

@@ -201,13 +201,24 @@ class MatchQueriesFn(beam.DoFn):
             yield _reject(candidate, "match", "no_query_match")
 
 
+def _dedup_order(candidate: dict) -> tuple:
+    return candidate["caption"], candidate["page_url"], candidate["source"]
+
+
 def _first_of_url(url_and_candidates):
-    """URL dedup stage: one candidate per image URL (the first in a stable order); the rest are rejects."""
+    """URL dedup stage: one candidate per image URL (the first in a stable order); the rest are rejects.
+
+    Two streaming passes instead of a sort: an icon linked from millions of pages must not have all its
+    candidates in one worker's memory (Beam re-reads a large group from the shuffle for the second pass)."""
     _url, candidates = url_and_candidates
-    ordered = sorted(candidates, key=lambda c: (c["caption"], c["page_url"], c["source"]))
-    yield ordered[0]
-    for candidate in ordered[1:]:
-        yield _reject(candidate, "dedup", "duplicate_url")
+    best = min(map(_dedup_order, candidates))
+    kept = False
+    for candidate in candidates:
+        if not kept and _dedup_order(candidate) == best:
+            kept = True
+            yield candidate
+        else:
+            yield _reject(candidate, "dedup", "duplicate_url")
 
 
 def build_pipeline(p: beam.Pipeline, o: BuildWitOptions) -> None:

@@ -23,7 +23,7 @@ from pipeline.plan_shards import PlanShards
 from pipeline.read_pages import ReadPages
 from pipeline.read_pairs import ReadPairs, TableColumns
 from pipeline.read_warc import DEFAULT_MAX_PAGE_BYTES, ReadWarc, ReadWat
-from pipeline.totals import write_totals
+from pipeline.totals import write_overlap, write_totals
 from pipeline.write_shards import DECONTAMINATE_MODES, ShardConfig, WriteShardFn
 from queries.load import load_queries
 
@@ -276,14 +276,29 @@ def build_pipeline(p: beam.Pipeline, o: BuildWitOptions) -> None:
         | "AllRead" >> beam.Flatten()
         | "CountCandidates" >> beam.combiners.Count.Globally()
     )
+    # Per-sample facts are summed by combines; only per-shard, per-query and per-eval-set totals meet at the end.
+    query_kept = (
+        summaries
+        | "KeptPerShard" >> beam.FlatMap(lambda s: s["query_kept"].items())
+        | "CountKept" >> beam.CombinePerKey(sum)
+    )
+    overlap_counts = (
+        summaries
+        | "Overlaps" >> beam.FlatMap(lambda s: [(m["eval_set"], m) for m in s["overlap"]])
+        | "GroupByEvalSet" >> beam.GroupByKey()
+        | "WriteOverlap" >> beam.Map(write_overlap, o.output)
+    )
     output, queries_path = o.output, o.queries  # the closure below must pickle: plain strings only
     (
         summaries
-        | "AllSummaries" >> beam.combiners.ToList()
+        | "ShardStats" >> beam.Map(lambda s: {k: s[k] for k in ("shard", "count", "successes", "failed")})
+        | "AllShardStats" >> beam.combiners.ToList()
         | "WriteTotals" >> beam.Map(
-            lambda s, n, rc, qc, qs: write_totals(output, load_queries(queries_path), n, rc, s, qc, qs),
+            lambda shards, n, rc, qc, qs, qk, oc: write_totals(
+                output, load_queries(queries_path), n, rc, shards, qc, qs, qk, oc),
             beam.pvalue.AsSingleton(n_candidates), beam.pvalue.AsDict(reject_counts),
-            beam.pvalue.AsDict(query_candidates), beam.pvalue.AsDict(query_selected))
+            beam.pvalue.AsDict(query_candidates), beam.pvalue.AsDict(query_selected),
+            beam.pvalue.AsDict(query_kept), beam.pvalue.AsDict(overlap_counts))
         | "LogTotals" >> beam.Map(lambda stats: logging.info("OpenWIT totals: %s", stats))
     )
 

@@ -6,7 +6,9 @@ shard is split into buckets of about a shard each, so no worker ever holds a gia
 
 The layout is deterministic: groups (host, bucket) are ordered by a stable hash and laid end to end; inside a
 group, candidates are ordered by a stable hash of the URL; position p goes to shard p // samples_per_shard.
-Only small records move here: url, caption, queries — never image bytes.
+The web has tens of millions of hosts, so no worker ever holds every group's offset: groups are spread over
+SUPER_BUCKETS by hash, the super-buckets' offsets are one small table, and each super-bucket lays out its own
+groups. Only small records move here: url, caption, queries — never image bytes.
 """
 
 import math
@@ -26,13 +28,34 @@ def sample_key(shard: int, index: int, samples_per_shard: int) -> str:
     return f"{shard:05d}{index:0{len(str(samples_per_shard - 1))}d}"
 
 
-def group_layout(group_sizes: list[tuple[tuple[str, int], int]]) -> dict[tuple[str, int], int]:
-    """First global position of each (host, bucket) group, in a stable hash order."""
-    offsets, position = {}, 0
+SUPER_BUCKETS = 1024
+
+
+def group_layout(group_sizes: list[tuple[tuple[str, int], int]], start: int = 0) -> dict[tuple[str, int], int]:
+    """First position of each (host, bucket) group, laid end to end from `start` in a stable hash order."""
+    offsets, position = {}, start
     for group, size in sorted(group_sizes, key=lambda gs: (stable_hash64(*gs[0]), gs[0])):
         offsets[group] = position
         position += size
     return offsets
+
+
+def super_bucket(group: tuple[str, int]) -> int:
+    return stable_hash64("super", *group) % SUPER_BUCKETS
+
+
+def super_layout(super_sizes: list[tuple[int, int]]) -> dict[int, int]:
+    """First position of each super-bucket: super-buckets in id order, end to end."""
+    offsets, position = {}, 0
+    for bucket, size in sorted(super_sizes):
+        offsets[bucket] = position
+        position += size
+    return offsets
+
+
+def _offsets_in_super(bucket_and_groups, super_offsets):
+    bucket, group_sizes = bucket_and_groups
+    yield from group_layout(list(group_sizes), super_offsets[bucket]).items()
 
 
 def _group_key(candidate, buckets_per_host):
@@ -42,10 +65,10 @@ def _group_key(candidate, buckets_per_host):
     return (host, bucket), candidate
 
 
-def _place(group_and_members, offsets, samples_per_shard):
-    group, members = group_and_members
-    members = sorted(members, key=lambda c: (stable_hash64(c["url"]), c["url"]))
-    start = offsets[group]
+def _place(group_and_joined, samples_per_shard):
+    _group, joined = group_and_joined
+    (start,) = joined["offset"]
+    members = sorted(joined["members"], key=lambda c: (stable_hash64(c["url"]), c["url"]))
     for i, candidate in enumerate(members):
         shard, index = divmod(start + i, samples_per_shard)
         yield shard, {**candidate, "index": index, "key": sample_key(shard, index, samples_per_shard)}
@@ -60,26 +83,31 @@ class PlanShards(beam.PTransform):
 
     def expand(self, candidates):
         sps = self.samples_per_shard
-        big_hosts = (
+        big_hosts = (  # at most (candidates / shard size) of them: a small side input
             candidates
             | "Host" >> beam.Map(lambda c: (host_of(c["url"]), 1))
             | "CountPerHost" >> beam.CombinePerKey(sum)
             | "BigHosts" >> beam.Filter(lambda hc: hc[1] > sps)
             | "Buckets" >> beam.Map(lambda hc: (hc[0], math.ceil(hc[1] / sps)))
         )
-        groups = (
-            candidates
-            | "GroupKey" >> beam.Map(_group_key, beam.pvalue.AsDict(big_hosts))
-            | "GroupByHost" >> beam.GroupByKey()
+        keyed = candidates | "GroupKey" >> beam.Map(_group_key, beam.pvalue.AsDict(big_hosts))
+        sizes = keyed | "One" >> beam.Map(lambda kc: (kc[0], 1)) | "GroupSize" >> beam.CombinePerKey(sum)
+        super_offsets = (
+            sizes
+            | "SuperKey" >> beam.Map(lambda gs: (super_bucket(gs[0]), gs[1]))
+            | "SuperSize" >> beam.CombinePerKey(sum)
+            | "AllSuperSizes" >> beam.combiners.ToList()
+            | "SuperLayout" >> beam.Map(super_layout)
         )
         offsets = (
-            groups
-            | "GroupSize" >> beam.Map(lambda kv: (kv[0], sum(1 for _ in kv[1])))
-            | "AllSizes" >> beam.combiners.ToList()
-            | "Layout" >> beam.Map(group_layout)
+            sizes
+            | "BySuper" >> beam.Map(lambda gs: (super_bucket(gs[0]), gs))
+            | "GroupBySuper" >> beam.GroupByKey()
+            | "GroupLayout" >> beam.FlatMap(_offsets_in_super, beam.pvalue.AsSingleton(super_offsets))
         )
         return (
-            groups
-            | "Place" >> beam.FlatMap(_place, beam.pvalue.AsSingleton(offsets), sps)
+            {"members": keyed, "offset": offsets}
+            | "JoinOffsets" >> beam.CoGroupByKey()
+            | "Place" >> beam.FlatMap(_place, sps)
             | "GroupByShard" >> beam.GroupByKey()
         )

@@ -147,7 +147,8 @@ class CaptionCleaner:
         return {"rules": self.rules}
 
     def __setstate__(self, state):
-        self.__init__(state["rules"])
+        # Not __init__: it validates by building a detector, which setup() will build anyway where it runs.
+        self.rules, self._detector, self._targets = state["rules"], None, ()
 
     def clean(self, text: str | None) -> tuple[str | None, str | None]:
         caption, reason = clean_caption(text, self.rules)

@@ -8,7 +8,6 @@ politeness limits (robots.txt, per-host concurrency and delay, 429 back-off) hol
 """
 
 import asyncio
-import io
 from urllib.parse import urlsplit
 
 import apache_beam as beam
@@ -19,6 +18,7 @@ from openwit.errors import InputError
 from openwit.hashing import stable_hash64
 from pipeline.fetch import FetchOptions, Fetcher
 from pipeline.html_extract import HTML_TYPES, decode_html, extract_images
+from pipeline.read_pairs import text_lines
 
 STAGE = "read"
 REASONS = {
@@ -74,7 +74,7 @@ async def crawl_pages(urls: list[str], options: FetchOptions, batch: int = _BATC
 def read_url_list(path: str):
     """(line number, URL or None when the line is not a URL) for each non-blank, non-comment line."""
     with FileSystems.open(path) as f:
-        for number, line in enumerate(io.TextIOWrapper(f, encoding="utf-8", errors="replace"), start=1):
+        for number, line in enumerate(text_lines(f), start=1):
             url = line.strip()
             if not url or url.startswith("#"):
                 continue

@@ -67,7 +67,7 @@ def _header(path: str) -> list[str]:
             with FileSystems.open(path) as f:
                 return pq.ParquetFile(f).schema_arrow.names
         with FileSystems.open(path) as f:
-            return next(csv.reader(_text_lines(f), delimiter="\t" if fmt == "tsv" else ","), [])
+            return next(csv.reader(text_lines(f), delimiter="\t" if fmt == "tsv" else ","), [])
     except InputError:
         raise
     except Exception as e:
@@ -87,7 +87,7 @@ def check_tables(paths: list[str], columns: TableColumns) -> None:
             )
 
 
-def _text_lines(f):
+def text_lines(f):
     """Decoded lines of a Beam file object (its compressed files are not io streams, so no TextIOWrapper).
     A stray invalid byte in one caption must not stop a million-row file: decode with replacement."""
     for line in iter(f.readline, b""):
@@ -96,7 +96,7 @@ def _text_lines(f):
 
 def _rows_csv(path: str, delimiter: str, columns: TableColumns):
     with FileSystems.open(path) as f:
-        reader = csv.reader(_text_lines(f), delimiter=delimiter)
+        reader = csv.reader(text_lines(f), delimiter=delimiter)
         header = next(reader, [])
         index = {name: i for i, name in enumerate(header)}
         for row_number, row in enumerate(reader, start=1):

@@ -104,3 +104,17 @@ def test_beam_source_reads_url_lists_and_crawls(tmp_path):
 def test_missing_url_list_is_a_clear_error(tmp_path):
     with pytest.raises(InputError, match="--page-urls"):
         ReadPages([str(tmp_path / "nope.txt")])
+
+
+def test_compressed_url_list_reads_like_a_plain_one(tmp_path):
+    import gzip
+
+    from pipeline.read_pages import read_url_list
+
+    lines = "# pages\nhttp://a.example/p1\n\nnot a url\nhttps://b.example/x?y=1\n"
+    (tmp_path / "pages.txt").write_text(lines)
+    with gzip.open(tmp_path / "pages.txt.gz", "wt") as f:
+        f.write(lines)
+    plain = list(read_url_list(str(tmp_path / "pages.txt")))
+    assert plain == list(read_url_list(str(tmp_path / "pages.txt.gz")))
+    assert [(n, url) for n, url, _ in plain] == [(2, "http://a.example/p1"), (4, None), (5, "https://b.example/x?y=1")]

@@ -137,11 +137,19 @@ class ShardBuilder:
         with FileSystems.open(shard_path(self.config.output, shard, ".parquet")) as f:
             return pq.read_table(f).to_pylist()
 
+    def remove_partial_files(self, shard: int) -> None:
+        """Temporary files a crashed or preempted attempt at this shard left behind."""
+        pattern = shard_path(self.config.output, shard, "*.tmp-*")
+        leftovers = [m.path for m in FileSystems.match([pattern])[0].metadata_list]
+        if leftovers:
+            FileSystems.delete(leftovers)
+
     def build(self, shard: int, candidates: list[dict]) -> dict:
         """Write the shard (or reuse it when a previous run completed it) and return its summary."""
         if self.is_complete(shard):
             return summarize(shard, self.read_rows(shard))
         started = time.time()
+        self.remove_partial_files(shard)
         candidates = sorted(candidates, key=lambda c: c["index"])
         rows = []
 

@@ -100,8 +100,11 @@ def test_rerun_skips_complete_shards_and_redoes_missing_ones(built, demo_inputs,
     mtimes = {p: os.stat(p).st_mtime_ns for p in shard_files(output, "0*")}  # shard files, not sizes.json
     for path in shard_files(output, "00001*"):  # as if the run had crashed while writing shard 1
         os.remove(path)
+    with open(os.path.join(output, "shards", "00001.tar.tmp-deadbeef"), "wb") as f:
+        f.write(b"half a tar")  # ...leaving a partial file behind
     build(*demo_inputs, output)
     assert read_bytes(data_files()) == before  # _stats.json differs only in its duration
+    assert not shard_files(output, "*.tmp-*")
     for path, mtime in mtimes.items():
         if "00001" not in path:
             assert os.stat(path).st_mtime_ns == mtime  # complete shards were not rewritten

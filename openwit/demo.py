@@ -1,12 +1,11 @@
 """`openwit demo` (and `make demo`): the whole pipeline, offline, on the demo web.
 
-Starts the demo web on 127.0.0.1, writes its url+caption table and a query list, runs build_wit on them with
-the local runner, and prints where the shards, stats and report are. Nothing leaves the machine: the demo
+Starts the demo web on 127.0.0.1, writes its url+caption table and a query list, and runs build_wit on them
+with the local runner, which prints the totals and where the shards, stats and report are. Nothing leaves the machine: the demo
 opts in to fetching from loopback with --allow-private-addresses, which real runs leave off.
 """
 
 import argparse
-import json
 import os
 
 from openwit.demo_web import DemoWebServer, generate_site, write_inputs
@@ -27,14 +26,4 @@ def main(argv: list[str] | None = None) -> int:
             "--pairs", pairs, "--queries", queries, "--output", args.output,
             "--samples-per-shard", str(args.samples_per_shard), "--allow-private-addresses", *extra,
         ])
-    if code:
-        return code
-    with open(os.path.join(args.output, "stats.json")) as f:
-        stats = json.load(f)
-    out = os.path.abspath(args.output)
-    print(f"\n{stats['candidates']} candidates -> {stats['kept']} samples in {stats['shards']} shards, "
-          f"{stats['rejected_total']} rejected (adds up: {stats['adds_up']})")
-    print(f"  shards:  {out}/shards/*.tar (WebDataset) and *.parquet")
-    print(f"  stats:   {out}/stats.json   rejects: {out}/rejects/")
-    print(f"  report:  {out}/report.html")
-    return 0
+    return code

@@ -7,7 +7,9 @@ any Beam runner option (--runner, --project, ...) passes through. With no --runn
 FnApiRunner, which never downloads anything (Beam's DirectRunner first fetches its Prism binary from GitHub).
 """
 
+import json
 import logging
+import os
 import sys
 
 import apache_beam as beam
@@ -307,15 +309,28 @@ def parse_options(argv: list[str]) -> BuildWitOptions:
     return parse_pipeline_options(argv, BuildWitOptions, "openwit build")
 
 
-def run(argv: list[str] | None = None) -> "beam.runners.runner.PipelineResult":
+def run(argv: list[str] | None = None) -> BuildWitOptions:
     o = parse_options(sys.argv[1:] if argv is None else argv)
     check_options(o)
     load_queries(o.queries)  # a bad query list fails here, before the run, not inside a worker
     p = beam.Pipeline(options=o)
     build_pipeline(p, o)
-    result = p.run()
-    result.wait_until_finish()
-    return result
+    p.run().wait_until_finish()
+    return o
+
+
+def summary(output: str) -> str:
+    """What a user reads when the run ends: the totals and where everything is."""
+    with FileSystems.open(FileSystems.join(output, "stats.json")) as f:
+        stats = json.load(f)
+    out = output if "://" in output else os.path.abspath(output)
+    return "\n".join([
+        f"{stats['candidates']} candidates -> {stats['kept']} samples in {stats['shards']} shards, "
+        f"{stats['rejected_total']} rejected (adds up: {stats['adds_up']})",
+        f"  shards:  {out}/shards/*.tar (WebDataset) and *.parquet",
+        f"  stats:   {out}/stats.json   rejects: {out}/rejects/",
+        f"  report:  {out}/report.html",
+    ])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -324,10 +339,11 @@ def main(argv: list[str] | None = None) -> int:
         help_parser(BuildWitOptions, "openwit build", __doc__.split("\n\n")[0]).print_help()
         return 0
     try:
-        run(argv)
+        o = run(argv)
     except InputError as e:
         print(f"build_wit: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    print(summary(o.output))
     return 0
 
 

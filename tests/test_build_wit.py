@@ -144,3 +144,5 @@ def test_the_three_ways_to_launch(launcher, demo_site, demo_url, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     stats = load_stats(str(output))
     assert stats["candidates"] == 12 and stats["adds_up"]
+    # The user is told the totals and where the output is.
+    assert f"12 candidates -> {stats['kept']} samples" in proc.stdout and "report.html" in proc.stdout

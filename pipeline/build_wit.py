@@ -13,6 +13,7 @@ import os
 import sys
 
 import apache_beam as beam
+import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
 from openwit.errors import EXIT_BAD_INPUT, InputError
@@ -29,8 +30,9 @@ from pipeline.totals import write_overlap, write_totals
 from pipeline.write_shards import DECONTAMINATE_MODES, ShardConfig, WriteShardFn
 from queries.load import load_queries
 
-REJECT_SCHEMA_FIELDS = [("url", "string"), ("caption", "string"), ("stage", "string"), ("reason", "string"),
-                        ("source", "string")]
+# rejects/*.parquet: every candidate dropped before a shard, with the stage, the reason and where it came from.
+REJECT_SCHEMA = pa.schema([("url", pa.string()), ("caption", pa.string()), ("stage", pa.string()),
+                           ("reason", pa.string()), ("source", pa.string())])
 
 
 class BuildWitOptions(OutputOptions):
@@ -262,11 +264,9 @@ def build_pipeline(p: beam.Pipeline, o: BuildWitOptions) -> None:
 
     rejects = (read_rejects, cleaned.rejects, matched.rejects, unique.rejects, balance_rejects) | (
         "AllRejects" >> beam.Flatten())
-    import pyarrow as pa
-
     rejects | "WriteRejects" >> beam.io.WriteToParquet(
         FileSystems.join(o.output, "rejects", "rejects"),
-        pa.schema([(name, getattr(pa, kind)()) for name, kind in REJECT_SCHEMA_FIELDS]),
+        REJECT_SCHEMA,
         file_name_suffix=".parquet")
     reject_counts = (
         rejects

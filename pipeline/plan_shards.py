@@ -12,6 +12,7 @@ groups. Only small records move here: url, caption, queries — never image byte
 """
 
 import math
+from collections import deque
 from urllib.parse import urlsplit
 
 import apache_beam as beam
@@ -70,8 +71,34 @@ def _place(group_and_joined, samples_per_shard):
     (start,) = joined["offset"]
     members = sorted(joined["members"], key=lambda c: (stable_hash64(c["url"]), c["url"]))
     for i, candidate in enumerate(members):
-        shard, index = divmod(start + i, samples_per_shard)
-        yield shard, {**candidate, "index": index, "key": sample_key(shard, index, samples_per_shard)}
+        yield (start + i) // samples_per_shard, {**candidate, "position": start + i}
+
+
+def interleave_hosts(candidates: list[dict]) -> list[dict]:
+    """The candidates round-robin over their hosts, each host's own order kept.
+
+    The shard writer fetches a window of consecutive samples; laid out host after host, a window would
+    hold one host's URLs only, and its per-host politeness limit would set the pace of the whole shard."""
+    queues = {}
+    for candidate in candidates:
+        queues.setdefault(host_of(candidate["url"]), deque()).append(candidate)
+    rounds, out = deque(queues.values()), []
+    while rounds:
+        queue = rounds.popleft()
+        out.append(queue.popleft())
+        if queue:
+            rounds.append(queue)
+    return out
+
+
+def _order_shard(shard_and_candidates, samples_per_shard):
+    """Index and key of every sample of a shard: host-interleaved, from the plan's stable positions."""
+    shard, candidates = shard_and_candidates
+    ordered = interleave_hosts(sorted(candidates, key=lambda c: c["position"]))
+    return shard, [
+        {**{k: v for k, v in c.items() if k != "position"}, "index": i, "key": sample_key(shard, i, samples_per_shard)}
+        for i, c in enumerate(ordered)
+    ]
 
 
 class PlanShards(beam.PTransform):
@@ -110,4 +137,5 @@ class PlanShards(beam.PTransform):
             | "JoinOffsets" >> beam.CoGroupByKey()
             | "Place" >> beam.FlatMap(_place, sps)
             | "GroupByShard" >> beam.GroupByKey()
+            | "OrderShard" >> beam.Map(_order_shard, sps)
         )

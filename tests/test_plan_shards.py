@@ -50,3 +50,20 @@ def test_every_candidate_gets_one_slot_and_hosts_stay_together():
         placed = (p | beam.Create(candidates) | PlanShards(10)
                   | beam.FlatMapTuple(lambda shard, cs: [(shard, c["index"], c["url"], c["key"]) for c in cs]))
         assert_that(placed, lambda result: _check_layout(urls, result))
+
+
+@given(st.lists(st.sampled_from(["a.example", "b.example", "c.example", "d.example"]), max_size=60))
+def test_interleave_hosts_is_a_round_robin_permutation(hosts):
+    from pipeline.plan_shards import interleave_hosts
+
+    candidates = [{"url": f"http://{h}/{i}.jpg"} for i, h in enumerate(hosts)]
+    out = interleave_hosts(candidates)
+    assert sorted(c["url"] for c in out) == sorted(c["url"] for c in candidates)  # nothing lost or added
+    for host in set(hosts):  # each host keeps its own order
+        assert [c for c in out if host_of(c["url"]) == host] == [c for c in candidates if host_of(c["url"]) == host]
+    # Round robin: after any prefix, no host is more than one sample ahead of a host that still has URLs.
+    total, seen = Counter(hosts), Counter()
+    for c in out:
+        seen[host_of(c["url"])] += 1
+        waiting = [seen[h] for h in total if seen[h] < total[h]]
+        assert not waiting or max(seen.values()) - min(waiting) <= 1

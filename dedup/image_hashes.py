@@ -13,7 +13,7 @@ import hashlib
 
 import imagehash
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 # Crops of each eval image stored in the index: (kept fraction of width and height, anchor x, anchor y);
 # anchors 0 = left/top, 0.5 = center, 1 = right/bottom. A web copy cropped by up to ~10% lands within a

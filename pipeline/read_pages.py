@@ -14,11 +14,10 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from openwit.errors import InputError
+from openwit.files import expand_patterns, text_lines
 from openwit.hashing import stable_hash64
 from pipeline.fetch import FetchOptions, Fetcher
 from pipeline.html_extract import HTML_TYPES, decode_html, extract_images
-from pipeline.read_pairs import text_lines
 
 STAGE = "read"
 REASONS = {
@@ -120,13 +119,7 @@ class ReadPages(beam.PTransform):
     def __init__(self, paths: list[str], options: FetchOptions = FetchOptions()):
         super().__init__()
         self.paths, self.options = list(paths), options
-        for path in self.paths:
-            try:
-                found = FileSystems.match([path], limits=[1])[0].metadata_list
-            except Exception as e:
-                raise InputError(f"--page-urls {path!r}: cannot list it: {e}") from e
-            if not found:
-                raise InputError(f"--page-urls {path!r}: no such file; give a text file with one page URL per line")
+        expand_patterns(self.paths, "--page-urls")  # fail now, naming the option, if a list is missing
 
     def expand(self, pbegin):
         listed = (

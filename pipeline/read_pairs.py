@@ -13,6 +13,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from openwit.errors import InputError
+from openwit.files import expand_patterns, text_lines
 
 STAGE = "read"
 REASONS = {
@@ -44,20 +45,6 @@ def table_format(path: str) -> str:
     )
 
 
-def expand_patterns(patterns: list[str]) -> list[str]:
-    """All files matched by the given paths or globs, sorted; an unmatched pattern is an error."""
-    paths = []
-    for pattern in patterns:
-        try:
-            matched = FileSystems.match([pattern])[0].metadata_list
-        except Exception as e:
-            raise InputError(f"pairs table {pattern!r}: cannot list it: {e}") from e
-        if not matched:
-            raise InputError(f"pairs table {pattern!r}: no such file; check the path given to --pairs")
-        paths.extend(sorted(m.path for m in matched))
-    return paths
-
-
 def _header(path: str) -> list[str]:
     fmt = table_format(path)
     try:
@@ -85,13 +72,6 @@ def check_tables(paths: list[str], columns: TableColumns) -> None:
                 f"pairs table {path!r} has no column {missing[0]!r} (columns: {header}); "
                 "name the right ones with --url-col, --caption-col and --page-url-col"
             )
-
-
-def text_lines(f):
-    """Decoded lines of a Beam file object (its compressed files are not io streams, so no TextIOWrapper).
-    A stray invalid byte in one caption must not stop a million-row file: decode with replacement."""
-    for line in iter(f.readline, b""):
-        yield line.decode("utf-8", errors="replace")
 
 
 def _rows_csv(path: str, delimiter: str, columns: TableColumns):
@@ -171,7 +151,7 @@ class ReadPairs(beam.PTransform):
 
     def __init__(self, patterns: list[str], columns: TableColumns = TableColumns()):
         super().__init__()
-        self.paths = expand_patterns(patterns)
+        self.paths = expand_patterns(patterns, "--pairs")
         check_tables(self.paths, columns)
         self.columns = columns
 

@@ -21,7 +21,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from openwit.errors import InputError
+from openwit.files import expand_patterns
 from pipeline.html_extract import HTML_TYPES, TEXT_ATTRIBUTES, absolute_http_url, decode_html, extract_images
 
 STAGE = "read"
@@ -303,17 +303,6 @@ def read_archive(path: str, stream, kind: str = "warc",
                 yield "candidate", {"url": image_url, "caption": caption, "page_url": page_url, "source": source}
 
 
-def check_patterns(patterns: list[str], option: str) -> None:
-    """Fail at pipeline construction, naming the option, when a path or glob matches no file."""
-    for pattern in patterns:
-        try:
-            matched = FileSystems.match([pattern], limits=[1])[0].metadata_list
-        except Exception as e:  # Beam raises its own errors per filesystem
-            raise InputError(f"{option} {pattern!r}: cannot list it: {e}") from e
-        if not matched:
-            raise InputError(f"{option} {pattern!r}: no file matches; check the path or glob given to {option}")
-
-
 class _ReadArchiveFile(beam.DoFn):
     def __init__(self, kind: str, max_page_bytes: int):
         self.kind, self.max_page_bytes = kind, max_page_bytes
@@ -349,7 +338,7 @@ class ReadWarc(beam.PTransform):
     def __init__(self, patterns: list[str], max_page_bytes: int = DEFAULT_MAX_PAGE_BYTES):
         super().__init__()
         self.patterns, self.max_page_bytes = list(patterns), max_page_bytes
-        check_patterns(self.patterns, self.option)
+        expand_patterns(self.patterns, self.option)  # fail now, naming the option, if nothing matches
 
     def expand(self, pbegin):
         from apache_beam.io import fileio

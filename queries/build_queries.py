@@ -27,9 +27,9 @@ import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
 
 from openwit.errors import EXIT_BAD_INPUT, InputError
+from openwit.files import expand_patterns
 from openwit.options import OutputOptions, help_parser, parse_pipeline_options
 from queries import wordnet
-from queries.files import expand_patterns
 from queries.merge import MergeAndWrite, write_summary
 from queries.ngrams import CountWikipediaNgrams, ScoreBigrams
 from queries.pageviews import DEFAULT_PROJECTS, TitleViews

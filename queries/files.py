@@ -17,20 +17,6 @@ from openwit.errors import InputError
 CHUNK_BYTES = 1 << 20
 
 
-def expand_patterns(patterns: list[str], flag: str) -> list[str]:
-    """Every file matched by the patterns (paths or globs), sorted, each once; an empty match is an error."""
-    paths = []
-    for pattern in patterns:
-        try:
-            matched = FileSystems.match([pattern])[0].metadata_list
-        except Exception as e:  # Beam raises BeamIOError, or a filesystem's own error for a bad scheme
-            raise InputError(f"{flag} {pattern!r}: cannot list files: {e}") from e
-        if not matched:
-            raise InputError(f"{flag} {pattern!r} matches no file; check the path or glob")
-        paths.extend(m.path for m in matched)
-    return sorted(set(paths))
-
-
 def file_size(path: str) -> int:
     return FileSystems.match([path])[0].metadata_list[0].size_in_bytes
 

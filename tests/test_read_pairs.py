@@ -8,7 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from openwit.errors import InputError
-from pipeline.read_pairs import TableColumns, check_tables, expand_patterns, read_table
+from openwit.files import expand_patterns
+from pipeline.read_pairs import TableColumns, check_tables, read_table
 
 
 def records(path, columns=TableColumns()):
@@ -49,7 +50,7 @@ def test_bad_rows_become_rejects_with_file_and_row(tmp_path):
 
 def test_missing_file_or_column_is_a_whole_input_error_naming_it(tmp_path):
     with pytest.raises(InputError, match="nope.parquet"):
-        expand_patterns([str(tmp_path / "nope.parquet")])
+        expand_patterns([str(tmp_path / "nope.parquet")], "--pairs")
     path = tmp_path / "pairs.csv"
     path.write_text("image,text\nhttp://a.example/1.jpg,hello\n")
     with pytest.raises(InputError, match=r"pairs.csv.*no column 'url'.*--url-col"):

@@ -20,6 +20,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 import apache_beam as beam
+import imagehash
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
@@ -211,8 +212,6 @@ class ShardBuilder:
         except resize.ImageRejected as e:
             row["error_message"] = e.reason
             return row, []
-        import imagehash
-
         row.update(width=image.width, height=image.height, original_width=image.original_width,
                    original_height=image.original_height, phash=str(imagehash.phash(image.image)))
         if self.eval_index is not None:

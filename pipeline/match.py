@@ -4,17 +4,25 @@ Semantics are MetaCLIP's (`metaclip1/substr_matching.py`): the caption is padded
 the punctuation `, . ; : ? ! `` is spaced out, tabs and newlines become spaces, and an entry matches when
 `" " + entry + " "` is a substring. Matching is case-sensitive, as there.
 
-MetaCLIP loops over every entry per caption (500k substring tests); here one Aho-Corasick automaton
-(pyahocorasick) finds all padded entries in a single pass over the caption, with identical results.
+MetaCLIP loops over every entry per caption (500k substring tests). Here the entries live in a trie over
+*words*, walked from each word of the caption. That is exact, not an approximation: an occurrence of
+`" entry "` in the spaced caption starts right after a space and ends right before one, so it is precisely a
+run of consecutive space-separated words of the spaced caption equal to the entry's own words (empty words
+included, for doubled spaces). tests/test_match.py checks it against the naive loop with hypothesis.
+
+Why words and not characters: a character automaton of 500k padded entries (pyahocorasick) has ~4M nodes,
+160 MB, and its walk takes a cache miss per character: ~80-110k captions/s per core. Over words, a step is
+one hash probe per word, and the rows of frequent words stay in cache: ~3x faster (bench/bench_match.py,
+bench/RESULTS.md). Words are compared as UTF-8 bytes (injective, and no multi-byte sequence contains a space
+or ASCII punctuation); the walk is compiled with numba.
 """
 
-from operator import itemgetter
+import numba
+import numpy as np
 
-import ahocorasick
-
-_VALUE = itemgetter(1)  # (end index, stored value) -> value
 _PUNCTS_TO_WRAP = [",", ".", ";", ":", "?", "!", "`"]
 _CHARS_TO_SPACE = ["\t", "\n", "\r"]
+_EMPTY = -1
 
 
 def spacing(text: str) -> str:
@@ -33,29 +41,249 @@ def naive_match(text: str, queries: list[str]) -> list[int]:
     return [i for i, query in enumerate(queries) if f" {query} " in spaced]
 
 
+def _utf8(text: str) -> bytes:
+    # surrogatepass: a lone surrogate (possible in a Python str) still maps to distinct bytes.
+    return text.encode("utf-8", "surrogatepass")
+
+
+# Table rows are int64, one cache line or less each, so that a lookup is one memory access where it can be.
+# A word's row: its hash, id, byte length, its first 16 bytes (compared in place; longer words are checked
+# against the word list), then the trie node it leads to from the root. A pair's row: the key (node, word id),
+# then the node it leads to. A node is described by three numbers: its id, the range of its entry ids in
+# out_ids, and whether any longer entry continues from it (else the walk stops without a probe).
+W_HASH, W_ID, W_LEN, W_HEAD, W_HEAD2, W_NODE = 0, 1, 2, 3, 4, 5  # W_NODE.. W_NODE+2: the node
+P_KEY, P_NODE = 0, 1  # P_NODE.. P_NODE+2: the node
+INLINE_BYTES = 16
+
+
+@numba.njit(inline="always")
+def _word_key(data, start, end):
+    """In one pass over data[start:end]: its FNV-1a hash, folded so that the low bits (the table slot)
+    depend on every byte, and its first 16 bytes as two little-endian int64s (zeros past the end)."""
+    h = np.uint64(14695981039346656037)
+    head, head2 = np.int64(0), np.int64(0)
+    for i in range(start, end):
+        b = data[i]
+        h = (h ^ np.uint64(b)) * np.uint64(1099511628211)
+        k = i - start
+        if k < 8:
+            head |= np.int64(b) << np.int64(8 * k)
+        elif k < 16:
+            head2 |= np.int64(b) << np.int64(8 * (k - 8))
+    return np.int64(h ^ (h >> np.uint64(29))), head, head2
+
+
+@numba.njit(inline="always")
+def _pair_slot(key, mask):
+    return np.int64((np.uint64(key) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(20)) & mask
+
+
+@numba.njit(nogil=True, cache=True)
+def _fill_tables(word_bytes, word_off, root_nodes, pair_keys, pair_nodes, words, pairs):
+    """Open-addressing tables with linear probing: word bytes -> row, (node, word id) -> row."""
+    mask = len(words) - 1
+    for tid in range(len(word_off) - 1):
+        lo, hi = word_off[tid], word_off[tid + 1]
+        h, head, head2 = _word_key(word_bytes, lo, hi)
+        slot = h & mask
+        while words[slot, W_ID] != _EMPTY:
+            slot = (slot + 1) & mask
+        words[slot, W_HASH] = h
+        words[slot, W_ID] = tid
+        words[slot, W_LEN] = hi - lo
+        words[slot, W_HEAD] = head
+        words[slot, W_HEAD2] = head2
+        words[slot, W_NODE:W_NODE + 3] = root_nodes[tid]
+    mask = len(pairs) - 1
+    for i in range(len(pair_keys)):
+        slot = _pair_slot(pair_keys[i], mask)
+        while pairs[slot, P_KEY] != _EMPTY:
+            slot = (slot + 1) & mask
+        pairs[slot, P_KEY] = pair_keys[i]
+        pairs[slot, P_NODE:P_NODE + 3] = pair_nodes[i]
+
+
+@numba.njit(inline="always")
+def _word_row(data, start, end, words, word_bytes, word_off):
+    """The table row of the word data[start:end], or -1 if no entry contains it."""
+    h, head, head2 = _word_key(data, start, end)
+    length = end - start
+    mask = len(words) - 1
+    slot = h & mask
+    while True:
+        tid = words[slot, W_ID]
+        if tid == _EMPTY:
+            return _EMPTY
+        if words[slot, W_HASH] == h and words[slot, W_LEN] == length and words[slot, W_HEAD] == head \
+                and words[slot, W_HEAD2] == head2:
+            same = True
+            lo = word_off[tid]
+            for i in range(INLINE_BYTES, length):
+                if word_bytes[lo + i] != data[start + i]:
+                    same = False
+                    break
+            if same:
+                return slot
+        slot = (slot + 1) & mask
+
+
+@numba.njit(inline="always")
+def _pair_row(node, tid, n_words, pairs):
+    key = node * n_words + tid
+    mask = len(pairs) - 1
+    slot = _pair_slot(key, mask)
+    while True:
+        if pairs[slot, P_KEY] == key:
+            return slot
+        if pairs[slot, P_KEY] == _EMPTY:
+            return _EMPTY
+        slot = (slot + 1) & mask
+
+
+@numba.njit(nogil=True, cache=True)
+def _match_all(data, ends, words, pairs, word_bytes, word_off, out_ids):
+    """Match every caption of data (UTF-8, caption c ends at ends[c]); return (ids, counts per caption).
+
+    Per caption: split it into the words of its spaced form, look each word up, then from every word walk
+    the trie as far as the following words allow, collecting the ids of the entries passed."""
+    n_words = len(word_off) - 1
+    counts = np.zeros(len(ends), np.int64)
+    ids = np.empty(max(64, 8 * len(ends)), np.int32)
+    n_ids = 0
+    longest = 0
+    start = 0
+    for c in range(len(ends)):
+        longest = max(longest, ends[c] - start)
+        start = ends[c]
+    rows = np.empty(2 * longest + 1, np.int64)  # a caption has at most 2 words per byte, plus one
+    found = np.empty(64, np.int32)
+    start = 0
+    for c in range(len(ends)):
+        # The words of the spaced caption, read off the caption itself: a space, tab or newline ends a word;
+        # punctuation that MetaCLIP wraps in spaces ends a word and is a word of its own. Each word is a run of
+        # the caption's bytes, so nothing is copied.
+        n = 0
+        word_start = start
+        for i in range(start, ends[c]):
+            b = data[i]
+            if b == 32 or b == 9 or b == 10 or b == 13:
+                rows[n] = _word_row(data, word_start, i, words, word_bytes, word_off)
+                n += 1
+                word_start = i + 1
+            elif b == 44 or b == 46 or b == 59 or b == 58 or b == 63 or b == 33 or b == 96:  # , . ; : ? ! `
+                rows[n] = _word_row(data, word_start, i, words, word_bytes, word_off)
+                rows[n + 1] = _word_row(data, i, i + 1, words, word_bytes, word_off)
+                n += 2
+                word_start = i + 1
+        rows[n] = _word_row(data, word_start, ends[c], words, word_bytes, word_off)
+        n += 1
+        start = ends[c]
+        n_found = 0
+        for i in range(n):
+            if rows[i] == _EMPTY:
+                continue
+            node, lo, hi_kids = words[rows[i], W_NODE], words[rows[i], W_NODE + 1], words[rows[i], W_NODE + 2]
+            j = i + 1
+            while node != _EMPTY:
+                hi, kids = hi_kids >> 1, hi_kids & 1
+                if n_found + hi - lo > len(found):
+                    bigger = np.empty(2 * (n_found + hi - lo), np.int32)
+                    bigger[:n_found] = found[:n_found]
+                    found = bigger
+                for k in range(lo, hi):
+                    found[n_found] = out_ids[k]
+                    n_found += 1
+                if j == n or kids == 0 or rows[j] == _EMPTY:
+                    break
+                row = _pair_row(node, words[rows[j], W_ID], n_words, pairs)
+                if row == _EMPTY:
+                    break
+                node, lo, hi_kids = pairs[row, P_NODE], pairs[row, P_NODE + 1], pairs[row, P_NODE + 2]
+                j += 1
+        # Sorted, without repeats (an entry can occur twice in a caption); lists are short: insertion sort.
+        for i in range(1, n_found):
+            value = found[i]
+            k = i - 1
+            while k >= 0 and found[k] > value:
+                found[k + 1] = found[k]
+                k -= 1
+            found[k + 1] = value
+        if n_ids + n_found > len(ids):
+            bigger = np.empty(2 * (n_ids + n_found), np.int32)
+            bigger[:n_ids] = ids[:n_ids]
+            ids = bigger
+        before = n_ids
+        for i in range(n_found):
+            if i == 0 or found[i] != found[i - 1]:
+                ids[n_ids] = found[i]
+                n_ids += 1
+        counts[c] = n_ids - before
+    return ids[:n_ids], counts
+
+
+def _table_size(n: int) -> int:
+    """The smallest power of two that holds n rows at a load of at most 2/3 (linear probing stays short)."""
+    return 1 << max(4, (3 * n // 2).bit_length())
+
+
 class QueryMatcher:
-    """Finds the ids of all queries in a caption. Build once per worker (DoFn.setup), then call `match`."""
+    """Finds the ids of all queries in captions. Build once per worker (DoFn.setup), then call `match_many`
+    on batches: `match`, one compiled call per caption, takes about twice as long per caption."""
 
     def __init__(self, queries: list[str]):
-        # Entry text -> all its ids. A list with repeated entries (a hand-made one; load_queries drops
-        # repeats) reports every id of a found entry, exactly as MetaCLIP's loop over the list does.
-        ids_by_key: dict[str, list[int]] = {}
+        word_ids: dict[bytes, int] = {}
+        children: dict[tuple[int, int], int] = {}  # (node, word id) -> child node; node 0 is the root
+        ids_at: dict[int, list[int]] = {}  # node -> ids of the entries ending there (repeats share a node)
         for query_id, query in enumerate(queries):
-            ids_by_key.setdefault(f" {query} ", []).append(query_id)
-        self._automaton = ahocorasick.Automaton()
-        for key, ids in ids_by_key.items():
-            self._automaton.add_word(key, ids[0] if len(ids) == 1 else tuple(ids))
-        self._has_repeats = len(ids_by_key) < len(queries)
-        self._empty = not ids_by_key
-        if not self._empty:
-            self._automaton.make_automaton()
+            node = 0
+            for word in _utf8(query).split(b" "):
+                node = children.setdefault((node, word_ids.setdefault(word, len(word_ids))), len(children) + 1)
+            ids_at.setdefault(node, []).append(query_id)
+
+        # Entry ids grouped by node: node k's are out_ids[out_start[k]:out_start[k + 1]].
+        n_nodes = len(children) + 1
+        counts = np.zeros(n_nodes + 1, np.int64)
+        for node, ids in ids_at.items():
+            counts[node + 1] = len(ids)
+        out_start = np.cumsum(counts)
+        self._out_ids = np.zeros(len(queries), np.int32)
+        for node, ids in ids_at.items():
+            self._out_ids[out_start[node]:out_start[node + 1]] = ids
+
+        parents = np.fromiter((parent for parent, _ in children), np.int64, len(children))
+        word_of = np.fromiter((word for _, word in children), np.int64, len(children))
+        nodes = np.fromiter(children.values(), np.int64, len(children))
+        has_kids = np.zeros(n_nodes, np.int64)
+        has_kids[parents] = 1
+        described = np.stack([nodes, out_start[nodes], out_start[nodes + 1] * 2 + has_kids[nodes]], axis=1)
+        at_root = parents == 0
+        root_nodes = np.tile(np.array([_EMPTY, 0, 0], np.int64), (len(word_ids), 1))
+        root_nodes[word_of[at_root]] = described[at_root]
+
+        words = list(word_ids)
+        self._word_bytes = np.frombuffer(b"".join(words), np.uint8)
+        self._word_off = np.zeros(len(words) + 1, np.int64)
+        np.cumsum([len(w) for w in words], out=self._word_off[1:])
+        self._words = np.full((_table_size(len(words)), W_NODE + 3), _EMPTY, np.int64)
+        self._pairs = np.full((_table_size(len(children)), P_NODE + 3), _EMPTY, np.int64)
+        deeper = ~at_root  # the root's children are in the word rows
+        pair_keys = parents[deeper] * len(words) + word_of[deeper]
+        _fill_tables(self._word_bytes, self._word_off, root_nodes, pair_keys, described[deeper], self._words,
+                     self._pairs)
+
+    def match_many(self, texts: list[str]) -> list[list[int]]:
+        """For each caption, the sorted ids of the queries whose space-padded form occurs in it, spaced."""
+        encoded = [_utf8(text) for text in texts]
+        data = np.frombuffer(b"".join(encoded), np.uint8)
+        ends = np.cumsum(np.fromiter(map(len, encoded), np.int64, len(encoded)))
+        ids, counts = _match_all(data, ends, self._words, self._pairs, self._word_bytes, self._word_off,
+                                 self._out_ids)
+        flat, bounds = ids.tolist(), np.cumsum(counts).tolist()
+        return [flat[lo:hi] for lo, hi in zip([0, *bounds], bounds)]
 
     def match(self, text: str) -> list[int]:
         """Sorted ids of the queries whose space-padded form occurs in the spaced caption."""
-        if self._empty:
-            return []
-        # set(map(itemgetter)) stays in C; a comprehension over the match tuples costs ~30% more per caption.
-        found = set(map(_VALUE, self._automaton.iter(spacing(text))))
-        if self._has_repeats:
-            found = {i for value in found for i in (value if isinstance(value, tuple) else (value,))}
-        return sorted(found)
+        data = np.frombuffer(_utf8(text), np.uint8)
+        ids, _ = _match_all(data, np.array([len(data)]), self._words, self._pairs, self._word_bytes,
+                            self._word_off, self._out_ids)
+        return ids.tolist()

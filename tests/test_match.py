@@ -1,4 +1,4 @@
-"""QueryMatcher (Aho-Corasick) returns exactly what MetaCLIP's naive per-entry loop returns."""
+"""QueryMatcher (a compiled word trie) returns exactly what MetaCLIP's naive per-entry loop returns."""
 
 import pickle
 
@@ -69,3 +69,29 @@ def test_empty_query_list_matches_nothing_and_matcher_pickles():
     assert QueryMatcher([]).match("anything") == []
     matcher = pickle.loads(pickle.dumps(QueryMatcher(["sun", "sun set"])))
     assert matcher.match("sun set over the sea") == [0, 1]
+
+
+@settings(max_examples=200, deadline=None)
+@given(queries_and_text(), st.lists(st.text(alphabet=ALPHABET, max_size=40), max_size=8))
+def test_a_batch_gives_each_caption_what_it_gets_alone(case, others):
+    # Captions of different lengths in one call: buffers sized for the longest, ids kept apart per caption.
+    queries, text = case
+    texts = [*others, text, "", *others]
+    assert QueryMatcher(queries).match_many(texts) == [naive_match(t, queries) for t in texts]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(alphabet="ab c", min_size=12, max_size=40), max_size=12),
+       st.lists(st.text(alphabet="ab", min_size=14, max_size=24), max_size=12))
+def test_long_words_match_only_themselves(queries, words):
+    # A table row keeps a word's first 16 bytes; these words are longer and mostly differ only further on.
+    queries += [" ".join(words[:2]), words[0] if words else "x"]
+    text = " ".join(words + queries[:3])
+    assert QueryMatcher(queries).match(text) == naive_match(text, queries)
+
+
+def test_multibyte_words_longer_than_a_table_row():
+    matcher = QueryMatcher(["aaaaaaaaaaaaaaaaaaab", "日本語のテキスト", "日本語のテキスト 😀"])
+    assert matcher.match("aaaaaaaaaaaaaaaaaaaa aaaaaaaaaaaaaaaaaaab.") == [0]
+    assert matcher.match("aaaaaaaaaaaaaaaaaaab\u0301 日本語のテキスト\t😀") == [1, 2]
+    assert matcher.match("日本語のテキストー") == []

@@ -3,6 +3,10 @@
 Beam parses every PipelineOptions subclass that has been imported with one global parser, so two pipelines
 that each declare `--output` collide ("conflicting option string") as soon as one process imports both (a test
 session, a notebook, a launcher). Flags common to several pipelines are therefore declared once, here.
+
+A pipeline's options class names PipelineOptions as a direct base too, `class X(OutputOptions,
+PipelineOptions)`: when a pipeline runs, Beam re-checks the command line against the *direct* subclasses of
+PipelineOptions only, and would log every option of a grandchild class as "Unparseable argument".
 """
 
 import argparse

@@ -15,6 +15,7 @@ import sys
 import apache_beam as beam
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from openwit.errors import EXIT_BAD_INPUT, InputError
 from openwit.options import OutputOptions, help_parser, parse_pipeline_options
@@ -37,7 +38,7 @@ REJECT_SCHEMA = pa.schema([("url", pa.string()), ("caption", pa.string()), ("sta
 MATCH_BATCH = 1024
 
 
-class BuildWitOptions(OutputOptions):
+class BuildWitOptions(OutputOptions, PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
         inputs = parser.add_argument_group("inputs")

@@ -25,6 +25,7 @@ if __package__ in (None, ""):  # `python queries/build_queries.py`: make the pro
 
 import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from openwit.errors import EXIT_BAD_INPUT, InputError
 from openwit.files import expand_patterns
@@ -36,7 +37,7 @@ from queries.pageviews import DEFAULT_PROJECTS, TitleViews
 from queries.wiki_dump import ReadWikipedia, check_dump_start
 
 
-class BuildQueriesOptions(OutputOptions):
+class BuildQueriesOptions(OutputOptions, PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
         inputs = parser.add_argument_group("inputs (give at least one source)")

@@ -146,3 +146,5 @@ def test_the_three_ways_to_launch(launcher, demo_site, demo_url, tmp_path):
     assert stats["candidates"] == 12 and stats["adds_up"]
     # The user is told the totals and where the output is.
     assert f"12 candidates -> {stats['kept']} samples" in proc.stdout and "report.html" in proc.stdout
+    # Beam re-checks the command line when the pipeline runs; our options must not look unknown to it.
+    assert "Unparseable argument" not in proc.stderr, proc.stderr[-3000:]

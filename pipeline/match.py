@@ -246,9 +246,9 @@ class QueryMatcher:
         for node, ids in ids_at.items():
             counts[node + 1] = len(ids)
         out_start = np.cumsum(counts)
-        self._out_ids = np.zeros(len(queries), np.int32)
+        out_ids = np.zeros(len(queries), np.int32)
         for node, ids in ids_at.items():
-            self._out_ids[out_start[node]:out_start[node + 1]] = ids
+            out_ids[out_start[node]:out_start[node + 1]] = ids
 
         parents = np.fromiter((parent for parent, _ in children), np.int64, len(children))
         word_of = np.fromiter((word for _, word in children), np.int64, len(children))
@@ -261,29 +261,27 @@ class QueryMatcher:
         root_nodes[word_of[at_root]] = described[at_root]
 
         words = list(word_ids)
-        self._word_bytes = np.frombuffer(b"".join(words), np.uint8)
-        self._word_off = np.zeros(len(words) + 1, np.int64)
-        np.cumsum([len(w) for w in words], out=self._word_off[1:])
-        self._words = np.full((_table_size(len(words)), W_NODE + 3), _EMPTY, np.int64)
-        self._pairs = np.full((_table_size(len(children)), P_NODE + 3), _EMPTY, np.int64)
+        word_bytes = np.frombuffer(b"".join(words), np.uint8)
+        word_off = np.zeros(len(words) + 1, np.int64)
+        np.cumsum([len(w) for w in words], out=word_off[1:])
+        word_rows = np.full((_table_size(len(words)), W_NODE + 3), _EMPTY, np.int64)
+        pair_rows = np.full((_table_size(len(children)), P_NODE + 3), _EMPTY, np.int64)
         deeper = ~at_root  # the root's children are in the word rows
         pair_keys = parents[deeper] * len(words) + word_of[deeper]
-        _fill_tables(self._word_bytes, self._word_off, root_nodes, pair_keys, described[deeper], self._words,
-                     self._pairs)
+        _fill_tables(word_bytes, word_off, root_nodes, pair_keys, described[deeper], word_rows, pair_rows)
+        self._tables = (word_rows, pair_rows, word_bytes, word_off, out_ids)  # _match_all's arguments after ends
 
     def match_many(self, texts: list[str]) -> list[list[int]]:
         """For each caption, the sorted ids of the queries whose space-padded form occurs in it, spaced."""
         encoded = [_utf8(text) for text in texts]
         data = np.frombuffer(b"".join(encoded), np.uint8)
         ends = np.cumsum(np.fromiter(map(len, encoded), np.int64, len(encoded)))
-        ids, counts = _match_all(data, ends, self._words, self._pairs, self._word_bytes, self._word_off,
-                                 self._out_ids)
+        ids, counts = _match_all(data, ends, *self._tables)
         flat, bounds = ids.tolist(), np.cumsum(counts).tolist()
         return [flat[lo:hi] for lo, hi in zip([0, *bounds], bounds)]
 
     def match(self, text: str) -> list[int]:
         """Sorted ids of the queries whose space-padded form occurs in the spaced caption."""
         data = np.frombuffer(_utf8(text), np.uint8)
-        ids, _ = _match_all(data, np.array([len(data)]), self._words, self._pairs, self._word_bytes,
-                            self._word_off, self._out_ids)
+        ids, _ = _match_all(data, np.array([len(data)]), *self._tables)
         return ids.tolist()

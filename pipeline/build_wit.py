@@ -7,9 +7,7 @@ any Beam runner option (--runner, --project, ...) passes through. With no --runn
 FnApiRunner, which never downloads anything (Beam's DirectRunner first fetches its Prism binary from GitHub).
 """
 
-import json
 import logging
-import os
 import sys
 
 import apache_beam as beam
@@ -19,7 +17,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from openwit.errors import EXIT_BAD_INPUT, InputError
 from openwit.options import OutputOptions, help_parser, parse_pipeline_options
-from pipeline import fetch, resize
+from pipeline import fetch, report, resize
 from pipeline.balance import Balance
 from pipeline.captions import CaptionCleaner, CaptionRules
 from pipeline.match import QueryMatcher
@@ -326,20 +324,6 @@ def run(argv: list[str] | None = None) -> BuildWitOptions:
     return o
 
 
-def summary(output: str) -> str:
-    """What a user reads when the run ends: the totals and where everything is."""
-    with FileSystems.open(FileSystems.join(output, "stats.json")) as f:
-        stats = json.load(f)
-    out = output if "://" in output else os.path.abspath(output)
-    return "\n".join([
-        f"{stats['candidates']} candidates -> {stats['kept']} samples in {stats['shards']} shards, "
-        f"{stats['rejected_total']} rejected (adds up: {stats['adds_up']})",
-        f"  shards:  {out}/shards/*.tar (WebDataset) and *.parquet",
-        f"  stats:   {out}/stats.json   rejects: {out}/rejects/",
-        f"  report:  {out}/report.html",
-    ])
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if "-h" in argv or "--help" in argv:
@@ -350,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as e:
         print(f"build_wit: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    print(summary(o.output))
+    print(report.finish_build(o.output, o.max_per_query * o.oversample))  # aggregates.json, report.html
     return 0
 
 

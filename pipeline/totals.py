@@ -1,8 +1,8 @@
 """The dataset's totals, written once at the end: `stats.json` (adds up: candidates = kept + Σ rejected),
 `sizes.json` (samples per shard, as open_clip reads it), `queries.parquet` (per query: candidates, selected,
-kept), `overlap/{eval_set}.parquet`, and `report.html`, the dataset card."""
+kept) and `overlap/{eval_set}.parquet`. The dataset card, report.html, is drawn from them afterwards
+(pipeline/report.py), outside the pipeline, so `openwit report OUT` can redraw it from the folder alone."""
 
-import html
 import json
 from collections import defaultdict
 
@@ -55,7 +55,8 @@ def write_overlap(eval_set_and_matches, output: str) -> tuple:
 def write_totals(output: str, queries: list[str], n_candidates: int, reject_counts: dict, shard_stats: list[dict],
                  query_candidates: dict, query_selected: dict, query_kept: dict, overlap_counts: dict) -> dict:
     """Everything here is small: one entry per shard, per query, per (stage, reason) or per eval set; the
-    per-sample data was summed by Beam combines before it got here."""
+    per-sample data was summed by Beam combines before it got here. overlap_counts is taken so that the
+    overlap files are whole before the totals that end the run are written."""
     shard_stats = sorted(shard_stats, key=lambda s: s["shard"])
     stats = compute_stats(n_candidates, reject_counts, shard_stats)
     _write(FileSystems.join(output, "stats.json"), json.dumps(stats, indent=2).encode())
@@ -74,31 +75,4 @@ def write_totals(output: str, queries: list[str], n_candidates: int, reject_coun
         "kept": pa.array([query_kept.get(i, 0) for i in ids], pa.int64()),
     }))
 
-    top = sorted(((query_kept.get(i, 0), query_candidates.get(i, 0), queries[i]) for i in ids), reverse=True)
-    _write(FileSystems.join(output, "report.html"), render_report(stats, top[:50], overlap_counts).encode())
     return stats
-
-
-def render_report(stats: dict, top_queries: list, overlaps: dict[str, int]) -> str:
-    esc = html.escape
-    rows = "".join(
-        f"<tr><td>{esc(stage)}</td><td>{esc(reason)}</td><td>{n}</td></tr>"
-        for stage, reasons in stats["rejected"].items() for reason, n in reasons.items()
-    )
-    queries = "".join(f"<tr><td>{esc(q)}</td><td>{c}</td><td>{k}</td></tr>" for k, c, q in top_queries)
-    evals = "".join(f"<tr><td>{esc(name)}</td><td>{n}</td></tr>" for name, n in sorted(overlaps.items()))
-    return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>OpenWIT dataset card</title>
-<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:2px 8px}}</style></head><body>
-<h1>OpenWIT dataset card</h1>
-<p>{stats['candidates']} candidate pairs read; {stats['kept']} kept in {stats['shards']} shards;
-{stats['rejected_total']} rejected ({'the counts add up' if stats['adds_up'] else 'THE COUNTS DO NOT ADD UP'}).</p>
-<h2>Rejected, by stage and reason</h2>
-<table><tr><th>stage</th><th>reason</th><th>count</th></tr>{rows}</table>
-<h2>Queries with most kept samples</h2>
-<table><tr><th>query</th><th>candidates</th><th>kept</th></tr>{queries}</table>
-<h2>Evaluation-set overlap</h2>
-<table><tr><th>eval set</th><th>matches</th></tr>{evals or '<tr><td colspan=2>none checked or found</td></tr>'}</table>
-</body></html>
-"""

@@ -108,8 +108,9 @@ _CONTRAST_LANGUAGES = (
 ).split()
 
 
-def build_language_detector(languages: tuple[str, ...]):
-    """A lingua detector over `languages` plus the contrast set; raises ValueError for an unknown code."""
+def build_language_detector(languages: tuple[str, ...], low_accuracy: bool = False):
+    """A lingua detector over `languages` plus the contrast set; raises ValueError for an unknown code.
+    low_accuracy: trigram models only, loaded in ~1 s instead of ~20 (the dataset card's language sample)."""
     from lingua import IsoCode639_1, LanguageDetectorBuilder
 
     codes = []
@@ -119,7 +120,8 @@ def build_language_detector(languages: tuple[str, ...]):
             raise ValueError(f"unknown language code {code!r}; use ISO 639-1 codes such as en, de, fr")
         if iso not in codes:
             codes.append(iso)
-    return LanguageDetectorBuilder.from_iso_codes_639_1(*codes).build()
+    builder = LanguageDetectorBuilder.from_iso_codes_639_1(*codes)
+    return (builder.with_low_accuracy_mode() if low_accuracy else builder).build()
 
 
 class CaptionCleaner:

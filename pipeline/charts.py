@@ -11,6 +11,7 @@ import io
 
 import matplotlib
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 STYLE = {
     "svg.fonttype": "path",
@@ -40,6 +41,14 @@ def _no_data(ax, message: str = "no data") -> None:
     ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, color="#777")
     ax.set_xticks([])
     ax.set_yticks([])
+
+
+def _log(ax, which: str) -> None:
+    """A log axis labelled with plain numbers: matplotlib's default log labels are math text, which is off."""
+    getattr(ax, f"set_{which}scale")("log")
+    axis = getattr(ax, f"{which}axis")
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}" if value >= 1 else f"{value:g}"))
+    axis.set_minor_formatter(NullFormatter())
 
 
 def _barh(ax, labels: list[str], values: list[int], colours=None) -> None:
@@ -72,7 +81,7 @@ def rejects(rejected: dict[str, dict[str, int]]) -> str:
         else:
             _barh(ax, [f"{stage}: {reason}" for _, stage, reason in rows], [n for n, _, _ in rows],
                   [STAGE_COLOURS.get(stage, "#1f77b4") for _, stage, _ in rows])
-            ax.set_xscale("log")
+            _log(ax, "x")
             ax.set_xlabel("candidates rejected (log scale)")
         return _data_uri(fig)
 
@@ -95,8 +104,8 @@ def query_distribution(queries: dict) -> str:
             return _data_uri(fig)
         if queries["t"]:
             ax.axhline(queries["t"], color="#555", linestyle="--", linewidth=1, label=f"t = {queries['t']:,.0f}")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
+        _log(ax, "x")
+        _log(ax, "y")
         ax.set_xlabel("query rank")
         ax.set_ylabel("pairs per query")
         ax.legend(frameon=False)

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -111,12 +112,13 @@ def open_page(url: str, expressions: dict[str, str], width: int = 1200, height: 
     browser = require_chromium()
     with tempfile.TemporaryDirectory() as profile:
         proc = subprocess.Popen([browser, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)  # its own process group: its helpers end with it
         try:
             port = _devtools_port(proc)
             return asyncio.run(asyncio.wait_for(_drive(port, url, expressions, width, height), 120))
         finally:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
 
 

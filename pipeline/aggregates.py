@@ -49,17 +49,17 @@ def _matching(pattern: str) -> list[str]:
     return sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
 
 
-def funnel(stats: dict) -> list[tuple[str, int]]:
+def funnel(stats: dict) -> list[list]:
     """Candidates left after each stage, from candidates down to kept. Read-stage rejects and shard-level
     internal errors show as their own steps when there are any; so does a stage this list does not know."""
     rejected = {stage: sum(reasons.values()) for stage, reasons in stats["rejected"].items()}
     stages = [s for s in ("read",) if rejected.get(s)] + list(FUNNEL_STAGES)
     stages += sorted(s for s in rejected if s not in stages)
-    left, steps = stats["candidates"], [("candidates", stats["candidates"])]
+    left, steps = stats["candidates"], [["candidates", stats["candidates"]]]
     for stage in stages:
         left -= rejected.get(stage, 0)
-        steps.append((stage, left))
-    steps.append(("kept", stats["kept"]))
+        steps.append([stage, left])
+    steps.append(["kept", stats["kept"]])
     return steps
 
 

@@ -27,7 +27,7 @@ STYLE = """body{font-family:system-ui,sans-serif;max-width:62em;margin:2em auto;
 h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}table{border-collapse:collapse;margin:.5em 0}
 td,th{border:1px solid #ccc;padding:2px 8px;text-align:left}td.n{text-align:right;font-variant-numeric:tabular-nums}
 .headline{display:flex;gap:1em;flex-wrap:wrap}.headline div{border:1px solid #ccc;border-radius:6px;padding:.6em 1em}
-.headline b{display:block;font-size:1.6em}img.chart{max-width:100%;display:block;margin:.5em 0}
+.headline b{display:block;font-size:1.6em}img.chart{width:100%;max-width:52em;display:block;margin:.5em 0}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(170px,1fr));gap:12px}
 .grid figure{margin:0;font-size:.85em;overflow-wrap:anywhere}.grid img{width:160px;height:160px;object-fit:contain;
 background:#f4f4f4}.muted{color:#777}.bad{color:#b00;font-weight:bold}"""
@@ -118,7 +118,10 @@ def render(agg: dict, images: dict[str, str]) -> str:
 
     reject_rows = [[stage, reason, n, _pct(n, stats["candidates"])]
                    for stage, reasons in stats["rejected"].items() for reason, n in reasons.items()]
-    query_rows = lambda rows: [[r["query"], r["candidates"], r["selected"], r["kept"]] for r in rows]  # noqa: E731
+
+    def query_rows(rows):
+        return [[r["query"], r["candidates"], r["selected"], r["kept"]] for r in rows]
+
     hosts = agg["hosts"]
     host_rows = [[h["host"], h["attempted"], h["failed"], f"{100 * h['failure_rate']:.1f}%"] for h in hosts["top"]]
 

@@ -91,13 +91,15 @@ def query_distribution(queries: dict) -> str:
     with matplotlib.rc_context(STYLE):
         fig = _figure(3.6)
         ax = fig.subplots()
-        curves = [("before balancing (candidates)", "before", "#1f77b4"),
-                  ("after balancing (selected)", "after", "#2ca02c"), ("kept (fetched)", "kept", "#d62728")]
+        # "before" is drawn wide and pale: below t it coincides with "after", and must still show.
+        curves = [("before balancing (candidates)", "before", "#1f77b4", 4, 0.4),
+                  ("after balancing (selected)", "after", "#2ca02c", 1.5, 1),
+                  ("kept (fetched)", "kept", "#d62728", 1, 1)]
         drawn = False
-        for label, name, colour in curves:
+        for label, name, colour, width, alpha in curves:
             if queries[name]:
                 ranks, counts = zip(*queries[name])
-                ax.step(ranks, counts, where="post", label=label, color=colour)
+                ax.step(ranks, counts, where="post", label=label, color=colour, linewidth=width, alpha=alpha)
                 drawn = True
         if not drawn:
             _no_data(ax, "no query matched")
@@ -180,5 +182,5 @@ def hosts(top: list[dict]) -> str:
             ax.set_yticks(positions, names)
             ax.invert_yaxis()
             ax.set_xlabel("images attempted")
-            ax.legend(frameon=False)
+            ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1, 1))
         return _data_uri(fig)

@@ -101,7 +101,8 @@ def query_distribution(output: str, t: float | None) -> dict:
 
 def thumbnail_queries(output: str, n: int = THUMBNAILS) -> dict[int, tuple[int, str]]:
     """query id -> (its position in the grid, the query): queries with a kept sample, ordered head to tail by
-    kept count and cut into n strata of equal size; from each, the query with the lowest stable hash (fixed for a build)."""
+    kept count and cut into n strata of equal size; from each, the query with the lowest stable hash, so a
+    build always shows the same queries."""
     with FileSystems.open(FileSystems.join(output, "queries.parquet")) as f:
         table = pq.read_table(f, columns=["query_id", "query", "kept"])
     kept = table.column("kept").to_numpy()

@@ -201,3 +201,13 @@ def test_memory_does_not_grow_with_the_build(tmp_path):
         assert found["sample"] <= aggregates.LANGUAGE_SAMPLE + n_shards
     # Reading all 12 shards at once would take 4x the 3-shard peak.
     assert peaks[1] <= peaks[0] * 1.5 + (1 << 20), peaks
+
+
+def test_a_build_that_kept_nothing_still_gets_a_card(tmp_path):
+    out = write_folder(tmp_path, {}, [("red", 0, 0, 0)], stats={
+        "candidates": 2, "kept": 0, "rejected_total": 2, "adds_up": True, "rejected": {"match": {"no_query_match": 2}},
+        "shards": 0})
+    agg = report.write_report(out, t=None)
+    page = open(os.path.join(out, "report.html"), encoding="utf-8").read()
+    assert agg["queries"]["at_t"] is None and "No kept samples" in page and len(re.findall('class="chart"', page)) == 7
+    assert "queries at t: unknown" in report.summary(out, agg)

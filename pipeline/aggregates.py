@@ -7,7 +7,9 @@ only this file and a handful of thumbnails). Because it needs nothing but the ou
 OUT` works on a finished remote build (gs://, s3://) as well as at the end of a local one.
 """
 
+import concurrent.futures
 import json
+import os
 import posixpath
 from collections import Counter
 
@@ -24,6 +26,9 @@ from openwit.hashing import stable_hash64
 FUNNEL_STAGES = ("caption", "match", "dedup", "balance", "fetch", "image", "decontaminate")
 # Rows per batch read from a shard parquet: big enough for pyarrow's vectorised kernels, small in memory.
 BATCH_ROWS = 65_536
+# Shards read at once. Parquet decoding and the compute kernels release the GIL, so threads can use a
+# many-core launcher; memory is this many shards' columns, whatever the number of shards.
+SCAN_THREADS = min(8, os.cpu_count() or 1)
 # Hosts tracked at once. Shards are grouped by host, so a host's rows arrive together and a pruned host is a
 # small one; pruning keeps the larger half, so the top hosts shown are exact unless a build has >50k big hosts.
 HOST_CAPACITY = 50_000
@@ -166,6 +171,9 @@ class ShardScan:
             slot = 0 if name == "attempted" else 1
             for entry in pc.value_counts(column.fill_null("(no host)")).to_pylist():
                 self.hosts.setdefault(entry["values"], [0, 0])[slot] += entry["counts"]
+        self._prune_hosts()
+
+    def _prune_hosts(self) -> None:
         if len(self.hosts) > HOST_CAPACITY:
             keep = sorted(self.hosts.items(), key=lambda kv: (-kv[1][0], kv[0]))[:HOST_CAPACITY // 2]
             self.hosts, self.hosts_pruned = dict(keep), True
@@ -185,6 +193,21 @@ class ShardScan:
                 self.thumbnails[query] = (rank, {
                     "shard": shard, "key": key, "query": self.thumbnail_queries[query][1],
                     "caption": good.column("caption")[row].as_py(), "url": good.column("url")[row].as_py()})
+
+    def merge(self, other: "ShardScan") -> None:
+        """Add another scan (of other shards) into this one."""
+        for name, histogram in self.sides.items():
+            histogram += other.sides[name]
+        self.caption_chars += other.caption_chars
+        for host, (attempted, failed) in other.hosts.items():
+            counts = self.hosts.setdefault(host, [0, 0])
+            counts[0], counts[1] = counts[0] + attempted, counts[1] + failed
+        self.hosts_pruned |= other.hosts_pruned
+        self._prune_hosts()
+        for query, pick in other.thumbnails.items():
+            if query not in self.thumbnails or pick[0] < self.thumbnails[query][0]:
+                self.thumbnails[query] = pick
+        self.language_captions += other.language_captions
 
     def hosts_table(self) -> list[dict]:
         top = sorted(self.hosts.items(), key=lambda kv: (-kv[1][0], kv[0]))[:TOP_ROWS]
@@ -245,9 +268,20 @@ def compute(output: str, t: float | None = None) -> dict:
     shards = [(s, p) for p in _matching(FileSystems.join(output, "shards", "*.parquet"))
               if (s := _shard_id(p)) is not None]
     per_shard = max(1, -(-LANGUAGE_SAMPLE // max(1, len(shards))))
-    scan = ShardScan(thumbnail_queries(output), per_shard, max(1, len(shards) // LANGUAGE_SAMPLE))
-    for position, (shard, path) in enumerate(shards):
-        scan.add_shard(position, shard, path)
+    settings = (thumbnail_queries(output), per_shard, max(1, len(shards) // LANGUAGE_SAMPLE))
+
+    def scan_one(position_and_shard):
+        position, (shard, path) = position_and_shard
+        part = ShardScan(*settings)
+        part.add_shard(position, shard, path)
+        return part
+
+    scan, items, window = ShardScan(*settings), list(enumerate(shards)), 2 * SCAN_THREADS
+    with concurrent.futures.ThreadPoolExecutor(SCAN_THREADS) as pool:
+        # A window at a time, merged in shard order: bounded memory, and the same result on every run.
+        for start in range(0, len(items), window):
+            for part in pool.map(scan_one, items[start:start + window]):
+                scan.merge(part)
     thumbnails = [scan.thumbnails[q] for q in sorted(scan.thumbnails, key=lambda q: scan.thumbnail_queries[q][0])]
     return {
         "stats": stats,

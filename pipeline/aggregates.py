@@ -151,10 +151,13 @@ class ShardScan:
         ok = pc.equal(batch.column("status"), "success")
         hosts = pc.utf8_lower(pc.struct_field(pc.extract_regex(batch.column("url"), HOST_PATTERN), "host"))
         self._count_hosts(hosts, pc.invert(ok))
-        for name, histogram in self.sides.items():
-            values = batch.column(name).drop_null().to_numpy(zero_copy_only=False)
-            histogram += np.histogram(values, SIDE_EDGES)[0]
         good = batch.filter(ok)
+        # Original sizes of every decoded image; written sizes of the samples written (an eval duplicate
+        # dropped by decontamination was resized, but never written).
+        for name, histogram in self.sides.items():
+            rows = batch if name.startswith("original_") else good
+            values = rows.column(name).drop_null().to_numpy(zero_copy_only=False)
+            histogram += np.histogram(values, SIDE_EDGES)[0]
         captions = good.column("caption")
         self.caption_chars += np.histogram(pc.utf8_length(captions).to_numpy(zero_copy_only=False),
                                            CAPTION_EDGES)[0]

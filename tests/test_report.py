@@ -69,7 +69,9 @@ def small(tmp_path):
             _row("000000001", "https://user@img.example.com/b.jpg", "a red bus on a road", [0, 1]),
             _row("000000002", "https://img.example.com/c.jpg", "lost", [1], ok=False)],
         1: [_row("000010000", "http://other.org/d.png", HOSTILE, [2], size=(32, 32), original=(3000, 20)),
-            _row("000010001", "javascript:alert(3)", "never fetched", [2], ok=False, reason="bad_url")],
+            _row("000010001", "javascript:alert(3)", "never fetched", [2], ok=False, reason="bad_url"),
+            {**_row("000010002", "http://other.org/e.png", "an eval image", [2], original=(500, 400)),
+             "status": "failed", "error_message": "eval_duplicate"}],  # resized, then dropped: never written
     }
     queries = [("red", 30, 20, 2), ("bus", 2, 2, 1), ("<b>hostile</b>", 1, 1, 1), ("never", 0, 0, 0),
                ("no sample", 4, 4, 0)]
@@ -93,12 +95,13 @@ def test_aggregates_count_what_the_folder_holds(small):
     assert q["before"] == [[1, 30], [2, 4], [3, 2], [4, 1]] and q["kept"] == [[1, 2], [2, 1], [3, 1]]
     # Hosts: lower-cased, without port or user; failures counted per host; a non-web URL has no host.
     hosts = {h["host"]: (h["attempted"], h["failed"]) for h in agg["hosts"]["top"]}
-    assert hosts == {"img.example.com": (3, 1), "other.org": (1, 0), "(no host)": (1, 1)}
+    assert hosts == {"img.example.com": (3, 1), "other.org": (2, 1), "(no host)": (1, 1)}
     sides = agg["image_sides"]
     edges = sides["edges"]
     bin_of = lambda v: int(np.searchsorted(edges, v, side="right")) - 1  # noqa: E731
     assert sides["width"][bin_of(64)] == 2 and sides["width"][bin_of(32)] == 1 and sum(sides["width"]) == 3
     assert sides["original_width"][bin_of(3000)] == 1 and sides["original_height"][bin_of(20)] == 1
+    assert sum(sides["original_width"]) == 4 and sum(sides["height"]) == 3
     chars = agg["caption_chars"]
     assert sum(chars["counts"]) == 3 and chars["counts"][len("a red car") // 10] >= 1
     assert agg["languages"]["sample"] == 3 and sum(agg["languages"]["counts"].values()) == 3

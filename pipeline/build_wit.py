@@ -17,7 +17,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from openwit.errors import EXIT_BAD_INPUT, InputError
 from openwit.options import OutputOptions, help_parser, parse_pipeline_options
-from pipeline import fetch, report, resize
+from pipeline import fetch, resize
 from pipeline.balance import Balance
 from pipeline.captions import CaptionCleaner, CaptionRules
 from pipeline.match import QueryMatcher
@@ -334,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as e:
         print(f"build_wit: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    from pipeline import report  # matplotlib loads in the launcher only, never in the workers that import us
+
     print(report.finish_build(o.output, o.max_per_query * o.oversample))  # aggregates.json, report.html
     return 0
 

@@ -91,6 +91,13 @@ class BuildWitOptions(OutputOptions, PipelineOptions):
         web.add_argument("--per-host-concurrency", type=int, default=fetch.FetchOptions.per_host_concurrency)
         web.add_argument("--min-host-delay", type=float, default=fetch.FetchOptions.min_host_delay_s)
         web.add_argument("--retries", type=int, default=fetch.FetchOptions.retries)
+        web.add_argument("--max-host-rate", type=float, default=fetch.FetchOptions.max_host_rate,
+                         help="requests/s per host over the whole run, all workers together: each of the k "
+                              "shards a host was split into gets 1/k of it, and of --per-host-concurrency "
+                              "(0: no rate limit)")
+        web.add_argument("--dns-servers", default="",
+                         help="comma-separated DNS servers for the c-ares resolver, ip or ip:port "
+                              "(default: those of /etc/resolv.conf)")
         web.add_argument("--allow-private-addresses", action="store_true",
                          help="allow fetching from loopback/private networks (tests and the offline demo only)")
         web.add_argument("--ignore-robots-txt", action="store_true", help="do not honour robots.txt")
@@ -146,7 +153,9 @@ def fetch_options(o: BuildWitOptions) -> fetch.FetchOptions:
         timeout_s=o.timeout, max_bytes=o.max_bytes, user_agent=o.user_agent,
         allow_private_addresses=o.allow_private_addresses, respect_robots=not o.ignore_robots_txt,
         respect_opt_outs=not o.ignore_opt_outs, max_concurrency=o.max_concurrency,
-        per_host_concurrency=o.per_host_concurrency, min_host_delay_s=o.min_host_delay, retries=o.retries)
+        per_host_concurrency=o.per_host_concurrency, min_host_delay_s=o.min_host_delay, retries=o.retries,
+        max_host_rate=o.max_host_rate,
+        dns_servers=tuple(s.strip() for s in (o.dns_servers or "").split(",") if s.strip()))
 
 
 def default_quality(encode_format: str) -> int:

@@ -211,6 +211,7 @@ class Fetcher:
             # raw_host: the name in ASCII, IDNA 2008 / UTS 46 as browsers do ("bücher.de" -> "xn--bcher-kva.de"),
             # which is what DNS, the guard and the Host header see.
             host, port = target.raw_host, target.port
+            target.host  # decodes the punycode labels: an invalid one ("xn--zz") is refused, as browsers do
         except (ValueError, TypeError, UnicodeError) as e:
             raise _Failed("bad_url", f"malformed URL {url!r}: {e}") from None
         if target.scheme not in ("http", "https") or not host or not target.is_absolute():

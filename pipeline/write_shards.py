@@ -25,7 +25,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline import fetch, politeness, resize
+from pipeline import dns, fetch, politeness, resize
+from pipeline.plan_shards import host_of
 
 EVAL_DUPLICATE = "eval_duplicate"
 INTERNAL_ERROR = "internal_error"  # a bug met while processing one sample: logged, counted, never fatal
@@ -122,6 +123,7 @@ class ShardBuilder:
         self.config = config
         self.pool = concurrent.futures.ThreadPoolExecutor(config.threads or os.cpu_count() or 1)
         self.robots = politeness.RobotsCache()  # kept across this worker's shards
+        self.dns = dns.DnsCache()  # likewise: a host's neighbouring shards often land on the same worker
         self.eval_index = None
         if config.eval_index:
             from dedup.eval_index import EvalIndex
@@ -178,7 +180,9 @@ class ShardBuilder:
         # sample always holds or gets a slot, so the window cannot deadlock.
         window = asyncio.Semaphore(max(WINDOW_MIN, 4 * self.config.fetch.max_concurrency))
         finished, rows = {}, []
-        async with fetch.Fetcher(self.config.fetch, self.robots) as fetcher:
+        # The plan's share of each host for this shard: its per-host limits divided by the host's shard count.
+        host_shards = {host_of(c["url"]): c.get("host_shards", 1) for c in candidates}
+        async with fetch.Fetcher(self.config.fetch, self.robots, self.dns, host_shards) as fetcher:
             async def one(position, candidate):
                 await window.acquire()
                 result = await fetcher.fetch(candidate["url"])

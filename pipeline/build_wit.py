@@ -15,11 +15,11 @@ import sys
 import apache_beam as beam
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from openwit.errors import EXIT_BAD_INPUT, InputError
 from openwit.options import OutputOptions, help_parser, parse_pipeline_options
-from pipeline import fetch, resize
+from pipeline import fetch, progress, resize
 from pipeline.balance import Balance
 from pipeline.captions import CaptionCleaner, CaptionRules
 from pipeline.match import QueryMatcher
@@ -104,6 +104,10 @@ class BuildWitOptions(OutputOptions, PipelineOptions):
         web.add_argument("--ignore-opt-outs", action="store_true",
                          help="do not honour noai/noindex opt-outs in X-Robots-Tag")
 
+        parser.add_argument("--no-progress", dest="progress", action="store_false",
+                            help="no progress bar (shown on local runs: samples and shards done, images/s, "
+                                 "failure rate)")
+
         dedup = parser.add_argument_group("decontamination")
         dedup.add_argument("--eval-index", default=None, help="index built by `openwit eval-index`")
         dedup.add_argument("--decontaminate", default="drop", choices=DECONTAMINATE_MODES,
@@ -163,7 +167,7 @@ def default_quality(encode_format: str) -> int:
     return 6 if encode_format == "png" else resize.ImageOptions.encode_quality
 
 
-def shard_config(o: BuildWitOptions) -> ShardConfig:
+def shard_config(o: BuildWitOptions, progress_dir: str | None = None) -> ShardConfig:
     return ShardConfig(
         output=o.output,
         fetch=fetch_options(o),
@@ -172,7 +176,7 @@ def shard_config(o: BuildWitOptions) -> ShardConfig:
             encode_quality=default_quality(o.encode_format) if o.encode_quality is None else o.encode_quality,
             min_image_size=o.min_image_size,
             max_aspect_ratio=o.max_aspect_ratio),
-        eval_index=o.eval_index, decontaminate=o.decontaminate, threads=o.threads,
+        eval_index=o.eval_index, decontaminate=o.decontaminate, threads=o.threads, progress_dir=progress_dir,
     )
 
 
@@ -238,7 +242,12 @@ def _first_of_url(url_and_candidates):
             yield _reject(candidate, "dedup", "duplicate_url")
 
 
-def build_pipeline(p: beam.Pipeline, o: BuildWitOptions) -> None:
+def _reject_key(reject: dict) -> tuple[str, str]:
+    beam.metrics.Metrics.counter(reject["stage"], reject["reason"]).inc()  # live in the runner's UI (Dataflow)
+    return reject["stage"], reject["reason"]
+
+
+def build_pipeline(p: beam.Pipeline, o: BuildWitOptions, progress_dir: str | None = None) -> None:
     # Every source yields the same candidate record and read-stage rejects; any mix runs in one pipeline.
     sources = []
     if o.pairs:
@@ -272,11 +281,10 @@ def build_pipeline(p: beam.Pipeline, o: BuildWitOptions) -> None:
         | "SelectedQueryIds" >> beam.FlatMap(lambda c: c["queries"])
         | "CountSelected" >> beam.combiners.Count.PerElement()
     )
-    summaries = (
-        kept
-        | "PlanShards" >> PlanShards(o.samples_per_shard)
-        | "WriteShards" >> beam.ParDo(WriteShardFn(shard_config(o)))
-    )
+    plan = kept | "PlanShards" >> PlanShards(o.samples_per_shard)
+    summaries = plan | "WriteShards" >> beam.ParDo(WriteShardFn(shard_config(o, progress_dir)))
+    if progress_dir:
+        plan | "RecordPlan" >> progress.RecordPlan(progress_dir)
 
     rejects = (read_rejects, cleaned.rejects, matched.rejects, unique.rejects, balance_rejects) | (
         "AllRejects" >> beam.Flatten())
@@ -286,7 +294,7 @@ def build_pipeline(p: beam.Pipeline, o: BuildWitOptions) -> None:
         file_name_suffix=".parquet")
     reject_counts = (
         rejects
-        | "RejectKey" >> beam.Map(lambda r: (r["stage"], r["reason"]))
+        | "RejectKey" >> beam.Map(_reject_key)
         | "CountRejects" >> beam.combiners.Count.PerElement()
     )
     n_candidates = (
@@ -330,8 +338,9 @@ def run(argv: list[str] | None = None) -> BuildWitOptions:
     check_options(o)
     load_queries(o.queries)  # a bad query list fails here, before the run, not inside a worker
     p = beam.Pipeline(options=o)
-    build_pipeline(p, o)
-    p.run().wait_until_finish()
+    with progress.local_progress(o.view_as(StandardOptions).runner, o.progress) as progress_dir:
+        build_pipeline(p, o, progress_dir)
+        p.run().wait_until_finish()
     return o
 
 

@@ -27,6 +27,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipeline import dns, fetch, politeness, resize
 from pipeline.plan_shards import host_of
+from pipeline.progress import ShardProgress, abnormal_failures
 
 EVAL_DUPLICATE = "eval_duplicate"
 INTERNAL_ERROR = "internal_error"  # a bug met while processing one sample: logged, counted, never fatal
@@ -74,6 +75,7 @@ class ShardConfig:
     eval_index: str | None = None
     decontaminate: str = "drop"
     threads: int = 0  # decode/resize threads per worker; 0 = one per core
+    progress_dir: str | None = None  # local runs: where shards report progress for the launcher's bar
 
 
 def _write_atomically(path: str, data_writer) -> None:
@@ -149,8 +151,12 @@ class ShardBuilder:
 
     def build(self, shard: int, candidates: list[dict]) -> dict:
         """Write the shard (or reuse it when a previous run completed it) and return its summary."""
+        progress = ShardProgress(self.config.progress_dir, shard, len(candidates)) if self.config.progress_dir else None
         if self.is_complete(shard):
-            return summarize(shard, self.read_rows(shard))
+            summary = summarize(shard, self.read_rows(shard))
+            if progress:
+                progress.finish(summary)
+            return summary
         started = time.time()
         self.remove_partial_files(shard)
         candidates = sorted(candidates, key=lambda c: c["index"])
@@ -158,7 +164,7 @@ class ShardBuilder:
 
         def write_tar(f):
             with tarfile.open(fileobj=f, mode="w|", format=tarfile.GNU_FORMAT) as tar:
-                rows.extend(asyncio.run(self._fetch_and_write(candidates, tar)))
+                rows.extend(asyncio.run(self._fetch_and_write(candidates, tar, progress)))
 
         out = self.config.output
         _write_atomically(shard_path(out, shard, ".tar"), write_tar)
@@ -169,9 +175,15 @@ class ShardBuilder:
         stats["duration_s"] = round(time.time() - started, 3)
         _write_atomically(shard_path(out, shard, "_stats.json"),
                           lambda f: f.write(json.dumps(stats, indent=2).encode()))
+        warning = abnormal_failures(summary)
+        if warning:
+            logging.warning(warning)
+        if progress:
+            progress.finish(summary)
         return summary
 
-    async def _fetch_and_write(self, candidates: list[dict], tar: tarfile.TarFile) -> list[dict]:
+    async def _fetch_and_write(self, candidates: list[dict], tar: tarfile.TarFile,
+                               progress: ShardProgress | None = None) -> list[dict]:
         """Fetch and process the shard's samples concurrently; write each to the tar, in index order, as soon
         as it and all before it are done. A window bounds the samples in flight or waiting for an earlier one,
         so a worker's memory does not grow with the shard size (a shard is ~10k images)."""
@@ -194,6 +206,8 @@ class ShardBuilder:
                         _tar_member(tar, f"{row['key']}.{name}", data)
                     rows.append(row)
                     window.release()
+                    if progress:
+                        progress.add(row)
 
             await asyncio.gather(*(one(i, c) for i, c in enumerate(candidates)))
         return rows
@@ -250,6 +264,8 @@ class WriteShardFn(beam.DoFn):
         summary = self.builder.build(shard, list(candidates))
         for status in ("successes", "count"):
             beam.metrics.Metrics.counter("shards", status).inc(summary[status])
+        for reason, n in summary["failed"].items():  # as in stats.json: namespace the stage, name the reason
+            beam.metrics.Metrics.counter(stage_of(reason), reason).inc(n)
         yield summary
 
     def teardown(self):

@@ -281,10 +281,13 @@ def build_pipeline(p: beam.Pipeline, o: BuildWitOptions, progress_dir: str | Non
         | "SelectedQueryIds" >> beam.FlatMap(lambda c: c["queries"])
         | "CountSelected" >> beam.combiners.Count.PerElement()
     )
-    plan = kept | "PlanShards" >> PlanShards(o.samples_per_shard)
-    summaries = plan | "WriteShards" >> beam.ParDo(WriteShardFn(shard_config(o, progress_dir)))
+    summaries = (
+        kept
+        | "PlanShards" >> PlanShards(o.samples_per_shard)
+        | "WriteShards" >> beam.ParDo(WriteShardFn(shard_config(o, progress_dir)))
+    )
     if progress_dir:
-        plan | "RecordPlan" >> progress.RecordPlan(progress_dir)
+        kept | "RecordPlan" >> progress.RecordPlan(progress_dir, o.samples_per_shard)
 
     rejects = (read_rejects, cleaned.rejects, matched.rejects, unique.rejects, balance_rejects) | (
         "AllRejects" >> beam.Flatten())

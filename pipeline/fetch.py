@@ -139,6 +139,7 @@ class Fetcher:
                                      max_ttl_s=o.dns_cache_s)
         if not o.allow_private_addresses:
             resolver = GuardedResolver(resolver, frozenset(o.allowed_endpoints))
+        self._resolver = resolver  # ours to close: aiohttp closes only resolvers it made itself
         # aiohttp's own DNS cache is off: it would keep answers for a fixed time whatever their TTL.
         connector = aiohttp.TCPConnector(limit=o.max_concurrency, limit_per_host=o.per_host_concurrency,
                                          use_dns_cache=False, resolver=resolver)
@@ -154,6 +155,7 @@ class Fetcher:
     async def __aexit__(self, *exc) -> None:
         if self._session is not None:
             await self._session.close()
+            await self._resolver.close()  # c-ares runs a thread per channel: one per shard would pile up
             self._session = None
 
     async def fetch(self, url: str) -> FetchResult:

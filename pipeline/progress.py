@@ -98,20 +98,21 @@ class ShardProgress:
 
 
 class RecordPlan(beam.PTransform):
-    """(shard, candidates) of the plan -> folder/plan.json with the numbers of shards and samples."""
+    """The candidates kept for the shards -> folder/plan.json with the numbers of shards and samples.
+    Counted before the planner (which tiles positions 0..n-1 into shards of samples_per_shard), so the bar
+    knows its total while the shards are still being built."""
 
-    def __init__(self, folder: str):
+    def __init__(self, folder: str, samples_per_shard: int):
         super().__init__()
-        self.folder = folder
+        self.folder, self.samples_per_shard = folder, samples_per_shard
 
-    def expand(self, plan):
-        folder = self.folder
+    def expand(self, kept):
+        folder, sps = self.folder, self.samples_per_shard
         return (
-            plan
-            | "ShardSize" >> beam.Map(lambda shard_and_candidates: len(shard_and_candidates[1]))
-            | "Totals" >> beam.combiners.ToList()
-            | "WritePlan" >> beam.Map(lambda sizes: _write_json(
-                os.path.join(folder, "plan.json"), {"shards": len(sizes), "samples": sum(sizes)}))
+            kept
+            | "Count" >> beam.combiners.Count.Globally()
+            | "WritePlan" >> beam.Map(lambda n: _write_json(
+                os.path.join(folder, "plan.json"), {"shards": -(-n // sps), "samples": n}))
         )
 
 

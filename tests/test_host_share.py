@@ -87,6 +87,35 @@ def test_min_host_delay_is_shared_too():
     assert max(recorder.arrivals) - min(recorder.arrivals) >= 3 * 0.15 * 0.95
 
 
+def test_robots_crawl_delay_is_shared_like_the_rate():
+    recorder = Recorder()
+
+    async def robots(request):
+        return web.Response(text="User-agent: *\nCrawl-delay: 0.1\n")
+
+    async def main():
+        async with serve({"/robots.txt": robots, "/{name}": recorder.handler}) as base:
+            async with Fetcher(short_options(), host_shards={"127.0.0.1": 2}) as fetcher:
+                return await asyncio.gather(*(fetcher.fetch(f"{base}/{i}.jpg") for i in range(3)))
+
+    assert all(r.reason is None for r in asyncio.run(main()))
+    assert max(recorder.arrivals) - min(recorder.arrivals) >= 2 * 0.2 * 0.95  # 0.1 s for the site, 2 shards
+
+
+def test_build_options_reach_the_fetcher(tmp_path):
+    from openwit.errors import InputError
+    from pipeline import build_wit
+
+    base = ["--pairs", "p.csv", "--queries", "q.txt", "--output", str(tmp_path)]
+    o = build_wit.parse_options(base + ["--max-host-rate", "2.5", "--dns-servers", "1.1.1.1, 127.0.0.1:5353"])
+    options = build_wit.fetch_options(o)
+    assert options.max_host_rate == 2.5 and options.dns_servers == ("1.1.1.1", "127.0.0.1:5353")
+    assert build_wit.fetch_options(build_wit.parse_options(base)).dns_servers == ()
+    for bad in (["--max-host-rate", "-1"], ["--dns-servers", "resolver.example"]):
+        with pytest.raises(InputError):
+            build_wit.fetch_options(build_wit.parse_options(base + bad))
+
+
 @pytest.mark.parametrize("host_shards, expected", [(1, 4), (2, 2), (8, 1)])
 def test_per_host_concurrency_is_divided_between_the_shards_of_the_host(host_shards, expected):
     recorder = Recorder(hold_s=0.05)

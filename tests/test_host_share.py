@@ -136,6 +136,15 @@ def test_other_hosts_are_not_slowed_by_a_split_host():
     assert max(recorder.arrivals) - min(recorder.arrivals) < 2.0  # 100 shards' share would take 9 s
 
 
+@pytest.mark.parametrize("url", ["http://Example.COM/a", "http://example.com./a", "http://[2001:DB8::1]:8080/a",
+                                 "http://user:pw@host.example/a", "http://BÜCHER.de/x", "http://xn--bcher-kva.de/x",
+                                 "http://1.2.3.4:80/", "http://a_b.example/"])
+def test_planner_and_fetcher_name_a_host_alike(url):
+    from yarl import URL
+
+    assert host_of(url) == URL(url).raw_host  # the key of host_shards is the key of the fetcher's host gate
+
+
 def _check_host_shards(planned):
     shards_of = defaultdict(set)
     for shard, candidate in planned:

@@ -19,9 +19,8 @@ import math
 from collections import deque
 from urllib.parse import urlsplit
 
-from yarl import URL
-
 import apache_beam as beam
+from yarl import URL
 
 from openwit.hashing import stable_hash64
 

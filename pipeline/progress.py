@@ -5,7 +5,7 @@ show live, are incremented where the counts are made: build_wit's rejects and Wr
 The bar is fed through files, not Beam metrics: local runners report metrics only when the pipeline ends. Each
 shard, while it is built, rewrites a small JSON file of its counts in a local folder (`ShardProgress`); the plan
 writes the number of shards and samples there (`RecordPlan`); the launcher reads the folder twice a second and
-draws the bar (`ProgressBar`). Files work the same for the in-process and the multi-process local runner, and a
+redraws the bar (`ProgressBar`). Files work the same for the in-process and the multi-process local runner, and a
 retried shard rewrites its own file, so nothing is counted twice.
 """
 
@@ -136,22 +136,23 @@ def read_totals(folder: str) -> dict:
 
 
 class ProgressBar:
-    """The launcher's bar: samples done out of the plan, shards done, images/s and failure rate."""
+    """The launcher's bar: samples done out of the plan, shards done, images/s and failure rate. Redrawn by a
+    thread of the launcher while the runner works, and once more when the run ends."""
 
     def __init__(self, folder: str, file=None):
         self.folder = folder
         out = file or sys.stderr
         interactive = hasattr(out, "isatty") and out.isatty()
         # Off a terminal (a log file, CI), a line every 30 s instead of a redraw twice a second.
-        self.bar = tqdm(desc="samples", unit="", file=out, mininterval=0.5 if interactive else 30,
-                        dynamic_ncols=interactive)
+        self.interval = 0.5 if interactive else 30.0
+        self.bar = tqdm(desc="samples", unit="", file=out, mininterval=self.interval, dynamic_ncols=interactive)
         self.started = time.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="openwit-progress", daemon=True)
         self._thread.start()
 
     def _loop(self) -> None:
-        while not self._stop.wait(0.5):
+        while not self._stop.wait(self.interval):
             self.refresh()
 
     def refresh(self) -> dict:

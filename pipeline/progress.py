@@ -6,7 +6,8 @@ The bar is fed through files, not Beam metrics: local runners report metrics onl
 shard, while it is built, rewrites a small JSON file of its counts in a local folder (`ShardProgress`); the plan
 writes the number of shards and samples there (`RecordPlan`); the launcher reads the folder twice a second and
 redraws the bar (`ProgressBar`). Files work the same for the in-process and the multi-process local runner, and a
-retried shard rewrites its own file, so nothing is counted twice.
+retried shard rewrites its own file, so nothing is counted twice. On local runs the launcher also prints the
+abnormal-shard warnings, above the bar; elsewhere the worker logs them (Dataflow shows worker logs).
 """
 
 import contextlib
@@ -72,7 +73,7 @@ class ShardProgress:
 
     def __init__(self, folder: str, shard: int, count: int):
         self.path = os.path.join(folder, f"{shard:05d}.json")
-        self.counts = {"count": count, "done": 0, "successes": 0, "failed": {}, "complete": False}
+        self.counts = {"shard": shard, "count": count, "done": 0, "successes": 0, "failed": {}, "complete": False}
         self._written = 0.0
         self._write()
 
@@ -118,7 +119,8 @@ class RecordPlan(beam.PTransform):
 
 def read_totals(folder: str) -> dict:
     """What the bar shows: the plan (when known) and the sums over the shards' files."""
-    totals = {"shards": None, "samples": None, "shards_done": 0, "done": 0, "successes": 0, "failed": 0}
+    totals = {"shards": None, "samples": None, "shards_done": 0, "done": 0, "successes": 0, "failed": 0,
+              "warnings": {}}
     with contextlib.suppress(OSError, ValueError):
         with open(os.path.join(folder, "plan.json")) as f:
             totals.update(json.load(f))
@@ -132,6 +134,9 @@ def read_totals(folder: str) -> dict:
         totals["done"] += shard["done"]
         totals["successes"] += shard["successes"]
         totals["failed"] += sum(shard["failed"].values())
+        warning = abnormal_failures(shard) if shard["complete"] else None
+        if warning:
+            totals["warnings"][shard["shard"]] = warning
     return totals
 
 
@@ -141,12 +146,13 @@ class ProgressBar:
 
     def __init__(self, folder: str, file=None):
         self.folder = folder
-        out = file or sys.stderr
+        self.out = out = file or sys.stderr
         interactive = hasattr(out, "isatty") and out.isatty()
         # Off a terminal (a log file, CI), a line every 30 s instead of a redraw twice a second.
         self.interval = 0.5 if interactive else 30.0
         self.bar = tqdm(desc="samples", unit="", file=out, mininterval=self.interval, dynamic_ncols=interactive)
         self.started = time.monotonic()
+        self._warned = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="openwit-progress", daemon=True)
         self._thread.start()
@@ -157,6 +163,10 @@ class ProgressBar:
 
     def refresh(self) -> dict:
         t = read_totals(self.folder)
+        for shard, warning in sorted(t["warnings"].items()):
+            if shard not in self._warned:
+                self._warned.add(shard)
+                tqdm.write(f"WARNING: {warning}", file=self.out)  # above the bar, which is redrawn below
         elapsed = max(time.monotonic() - self.started, 1e-9)
         if t["samples"] is not None and self.bar.total != t["samples"]:
             self.bar.total = t["samples"]

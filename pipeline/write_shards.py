@@ -175,11 +175,10 @@ class ShardBuilder:
         stats["duration_s"] = round(time.time() - started, 3)
         _write_atomically(shard_path(out, shard, "_stats.json"),
                           lambda f: f.write(json.dumps(stats, indent=2).encode()))
-        warning = abnormal_failures(summary)
-        if warning:
-            logging.warning(warning)
         if progress:
-            progress.finish(summary)
+            progress.finish(summary)  # the launcher's bar reports an abnormal shard
+        elif abnormal_failures(summary):
+            logging.warning(abnormal_failures(summary))
         return summary
 
     async def _fetch_and_write(self, candidates: list[dict], tar: tarfile.TarFile,

@@ -161,7 +161,7 @@ class ProgressBar:
         while not self._stop.wait(self.interval):
             self.refresh()
 
-    def refresh(self) -> dict:
+    def refresh(self, draw: bool = True) -> dict:
         t = read_totals(self.folder)
         for shard, warning in sorted(t["warnings"].items()):
             if shard not in self._warned:
@@ -174,14 +174,15 @@ class ProgressBar:
         self.bar.set_postfix_str(
             f"shards {t['shards_done']}/{t['shards'] if t['shards'] is not None else '?'}, "
             f"{t['successes'] / elapsed:.0f} img/s, {t['failed'] / max(t['done'], 1):.1%} failed", refresh=False)
-        self.bar.refresh()
+        if draw:
+            self.bar.refresh()
         return t
 
     def close(self) -> dict:
         self._stop.set()
         self._thread.join()
-        totals = self.refresh()
-        self.bar.close()
+        totals = self.refresh(draw=False)
+        self.bar.close()  # draws the final state once
         return totals
 
 

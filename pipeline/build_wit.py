@@ -13,11 +13,11 @@ import sys
 import apache_beam as beam
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from openwit.errors import EXIT_BAD_INPUT, InputError
 from openwit.options import OutputOptions, help_parser, parse_pipeline_options
-from pipeline import fetch, resize
+from pipeline import fetch, progress, resize
 from pipeline.balance import Balance
 from pipeline.captions import CaptionCleaner, CaptionRules
 from pipeline.match import QueryMatcher
@@ -89,11 +89,22 @@ class BuildWitOptions(OutputOptions, PipelineOptions):
         web.add_argument("--per-host-concurrency", type=int, default=fetch.FetchOptions.per_host_concurrency)
         web.add_argument("--min-host-delay", type=float, default=fetch.FetchOptions.min_host_delay_s)
         web.add_argument("--retries", type=int, default=fetch.FetchOptions.retries)
+        web.add_argument("--max-host-rate", type=float, default=fetch.FetchOptions.max_host_rate,
+                         help="requests/s per host over the whole run, all workers together: each of the k "
+                              "shards a host was split into gets 1/k of it, and of --per-host-concurrency "
+                              "(0: no rate limit)")
+        web.add_argument("--dns-servers", default="",
+                         help="comma-separated DNS servers for the c-ares resolver, ip or ip:port "
+                              "(default: those of /etc/resolv.conf)")
         web.add_argument("--allow-private-addresses", action="store_true",
                          help="allow fetching from loopback/private networks (tests and the offline demo only)")
         web.add_argument("--ignore-robots-txt", action="store_true", help="do not honour robots.txt")
         web.add_argument("--ignore-opt-outs", action="store_true",
                          help="do not honour noai/noindex opt-outs in X-Robots-Tag")
+
+        parser.add_argument("--no-progress", dest="progress", action="store_false",
+                            help="no progress bar (shown on local runs: samples and shards done, images/s, "
+                                 "failure rate)")
 
         dedup = parser.add_argument_group("decontamination")
         dedup.add_argument("--eval-index", default=None, help="index built by `openwit eval-index`")
@@ -144,7 +155,9 @@ def fetch_options(o: BuildWitOptions) -> fetch.FetchOptions:
         timeout_s=o.timeout, max_bytes=o.max_bytes, user_agent=o.user_agent,
         allow_private_addresses=o.allow_private_addresses, respect_robots=not o.ignore_robots_txt,
         respect_opt_outs=not o.ignore_opt_outs, max_concurrency=o.max_concurrency,
-        per_host_concurrency=o.per_host_concurrency, min_host_delay_s=o.min_host_delay, retries=o.retries)
+        per_host_concurrency=o.per_host_concurrency, min_host_delay_s=o.min_host_delay, retries=o.retries,
+        max_host_rate=o.max_host_rate,
+        dns_servers=tuple(s.strip() for s in (o.dns_servers or "").split(",") if s.strip()))
 
 
 def default_quality(encode_format: str) -> int:
@@ -152,7 +165,7 @@ def default_quality(encode_format: str) -> int:
     return 6 if encode_format == "png" else resize.ImageOptions.encode_quality
 
 
-def shard_config(o: BuildWitOptions) -> ShardConfig:
+def shard_config(o: BuildWitOptions, progress_dir: str | None = None) -> ShardConfig:
     return ShardConfig(
         output=o.output,
         fetch=fetch_options(o),
@@ -161,7 +174,7 @@ def shard_config(o: BuildWitOptions) -> ShardConfig:
             encode_quality=default_quality(o.encode_format) if o.encode_quality is None else o.encode_quality,
             min_image_size=o.min_image_size,
             max_aspect_ratio=o.max_aspect_ratio),
-        eval_index=o.eval_index, decontaminate=o.decontaminate, threads=o.threads,
+        eval_index=o.eval_index, decontaminate=o.decontaminate, threads=o.threads, progress_dir=progress_dir,
     )
 
 
@@ -227,7 +240,12 @@ def _first_of_url(url_and_candidates):
             yield _reject(candidate, "dedup", "duplicate_url")
 
 
-def build_pipeline(p: beam.Pipeline, o: BuildWitOptions) -> None:
+def _reject_key(reject: dict) -> tuple[str, str]:
+    beam.metrics.Metrics.counter(reject["stage"], reject["reason"]).inc()  # live in the runner's UI (Dataflow)
+    return reject["stage"], reject["reason"]
+
+
+def build_pipeline(p: beam.Pipeline, o: BuildWitOptions, progress_dir: str | None = None) -> None:
     # Every source yields the same candidate record and read-stage rejects; any mix runs in one pipeline.
     sources = []
     if o.pairs:
@@ -264,8 +282,10 @@ def build_pipeline(p: beam.Pipeline, o: BuildWitOptions) -> None:
     summaries = (
         kept
         | "PlanShards" >> PlanShards(o.samples_per_shard)
-        | "WriteShards" >> beam.ParDo(WriteShardFn(shard_config(o)))
+        | "WriteShards" >> beam.ParDo(WriteShardFn(shard_config(o, progress_dir)))
     )
+    if progress_dir:
+        kept | "RecordPlan" >> progress.RecordPlan(progress_dir, o.samples_per_shard)
 
     rejects = (read_rejects, cleaned.rejects, matched.rejects, unique.rejects, balance_rejects) | (
         "AllRejects" >> beam.Flatten())
@@ -275,7 +295,7 @@ def build_pipeline(p: beam.Pipeline, o: BuildWitOptions) -> None:
         file_name_suffix=".parquet")
     reject_counts = (
         rejects
-        | "RejectKey" >> beam.Map(lambda r: (r["stage"], r["reason"]))
+        | "RejectKey" >> beam.Map(_reject_key)
         | "CountRejects" >> beam.combiners.Count.PerElement()
     )
     n_candidates = (
@@ -319,8 +339,9 @@ def run(argv: list[str] | None = None) -> BuildWitOptions:
     check_options(o)
     load_queries(o.queries)  # a bad query list fails here, before the run, not inside a worker
     p = beam.Pipeline(options=o)
-    build_pipeline(p, o)
-    p.run().wait_until_finish()
+    with progress.local_progress(o.view_as(StandardOptions).runner, o.progress) as progress_dir:
+        build_pipeline(p, o, progress_dir)
+        p.run().wait_until_finish()
     return o
 
 

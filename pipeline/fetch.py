@@ -11,6 +11,11 @@ total, `per_host_concurrency` per host, `min_host_delay_s` between starts on a h
 Crawl-delay, up to `max_crawl_delay_s`), a pause for the whole host after a 429/503, `timeout_s` per
 attempt over all its redirects, `max_bytes` per body (streamed, aborted at the cap) and `max_redirects` hops.
 
+Per-host limits hold cluster-wide: the shard planner records for each host into how many shards (k) its URLs
+were split, and this shard's Fetcher (given that `host_shards` map) grants the host 1/k of `max_host_rate`
+(requests/s), of any start spacing (min_host_delay_s, Crawl-delay) and of `per_host_concurrency` (at least one
+request). Names are resolved by c-ares with a per-worker TTL cache (pipeline/dns.py).
+
 Redirects are followed here, not by aiohttp, so that every hop is checked again: its robots.txt, and the
 address guard of pipeline/ssrf.py (a public URL that redirects to 169.254.169.254 ends in private_address).
 """
@@ -22,11 +27,10 @@ from dataclasses import dataclass
 from http import HTTPStatus
 
 import aiohttp
-from aiohttp.resolver import DefaultResolver
 from yarl import URL
 
 from openwit.errors import InputError
-from pipeline import politeness
+from pipeline import dns, politeness
 from pipeline.resize import SNIFF_BYTES, sniff_format
 from pipeline.ssrf import GuardedResolver, PrivateAddressError, check_url_host
 
@@ -76,7 +80,9 @@ class FetchOptions:
     retries: int = 1                # extra attempts after 429/503/timeout/connection errors
     retry_backoff_s: float = 1.0    # wait before retry n when no Retry-After: backoff * 2**n
     max_retry_after_s: float = 30.0  # a longer Retry-After ends the URL in http_429/503 instead of waiting
-    dns_cache_s: int = 300
+    dns_cache_s: int = 300          # a DNS answer is kept for its TTL, at most this long
+    dns_servers: tuple[str, ...] = ()  # "ip" or "ip:port"; empty: those of /etc/resolv.conf
+    max_host_rate: float = 0.0      # requests/s per host, over all the shards of the host; 0: no limit
 
     def __post_init__(self):
         # A zero limit would make every fetch wait forever: refuse it up front, where the user set it.
@@ -84,9 +90,10 @@ class FetchOptions:
             if not getattr(self, name) > 0:
                 raise InputError(f"fetch option {name} must be positive, got {getattr(self, name)!r}")
         for name in ("max_redirects", "retries", "min_host_delay_s", "max_crawl_delay_s", "retry_backoff_s",
-                     "max_retry_after_s", "dns_cache_s"):
+                     "max_retry_after_s", "dns_cache_s", "max_host_rate"):
             if getattr(self, name) < 0:
                 raise InputError(f"fetch option {name} cannot be negative, got {getattr(self, name)!r}")
+        dns.check_servers(self.dns_servers)
         if not politeness.user_agent_token(self.user_agent):
             raise InputError("the user agent is empty; give a product name and a contact URL, e.g. "
                              "'MyLab-WIT/1.0 (+https://mylab.example/crawler)'")
@@ -114,21 +121,28 @@ class _Failed(Exception):
 
 
 class Fetcher:
-    def __init__(self, options: FetchOptions = FetchOptions(), robots_cache: "politeness.RobotsCache | None" = None):
+    def __init__(self, options: FetchOptions = FetchOptions(), robots_cache: "politeness.RobotsCache | None" = None,
+                 dns_cache: "dns.DnsCache | None" = None, host_shards: dict[str, int] | None = None):
         self.options = options
         # Share one cache between the Fetchers of a worker (one per shard) so robots.txt is read once per host.
         self.robots_cache = robots_cache if robots_cache is not None else politeness.RobotsCache()
+        self.dns_cache = dns_cache if dns_cache is not None else dns.DnsCache()  # same for DNS answers
+        self.host_shards = host_shards or {}  # host -> shards its URLs were split into (absent: 1)
         self.agent_token = politeness.user_agent_token(options.user_agent)
         self._opt_out_tokens = (self.agent_token, *politeness.DATASET_CRAWLER_TOKENS)
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> "Fetcher":
         o = self.options
-        resolver = DefaultResolver()
+        # A DNS timeout must end as dns_error well before the attempt's own timeout_s ends it as a timeout.
+        resolver = dns.CaresResolver(self.dns_cache, o.dns_servers, timeout_s=min(2.0, o.timeout_s / 4),
+                                     max_ttl_s=o.dns_cache_s)
         if not o.allow_private_addresses:
             resolver = GuardedResolver(resolver, frozenset(o.allowed_endpoints))
+        self._resolver = resolver  # ours to close: aiohttp closes only resolvers it made itself
+        # aiohttp's own DNS cache is off: it would keep answers for a fixed time whatever their TTL.
         connector = aiohttp.TCPConnector(limit=o.max_concurrency, limit_per_host=o.per_host_concurrency,
-                                         ttl_dns_cache=o.dns_cache_s, resolver=resolver)
+                                         use_dns_cache=False, resolver=resolver)
         self._session = aiohttp.ClientSession(
             connector=connector, headers={"User-Agent": o.user_agent},
             timeout=aiohttp.ClientTimeout(total=None),  # our own deadline covers the whole redirect chain
@@ -141,6 +155,7 @@ class Fetcher:
     async def __aexit__(self, *exc) -> None:
         if self._session is not None:
             await self._session.close()
+            await self._resolver.close()  # c-ares runs a thread per channel: one per shard would pile up
             self._session = None
 
     async def fetch(self, url: str) -> FetchResult:
@@ -195,7 +210,10 @@ class Fetcher:
     def _check_url(self, url: str) -> URL:
         try:
             target = URL(url)
-            host, port = target.host, target.port  # IDNA encoding of the host happens here
+            # raw_host: the name in ASCII, IDNA 2008 / UTS 46 as browsers do ("bücher.de" -> "xn--bcher-kva.de"),
+            # which is what DNS, the guard and the Host header see.
+            host, port = target.raw_host, target.port
+            target.host  # decodes the punycode labels: an invalid one ("xn--zz") is refused, as browsers do
         except (ValueError, TypeError, UnicodeError) as e:
             raise _Failed("bad_url", f"malformed URL {url!r}: {e}") from None
         if target.scheme not in ("http", "https") or not host or not target.is_absolute():
@@ -213,7 +231,7 @@ class Fetcher:
 
     async def _request(self, target: URL, kind: str, remaining: list[float]) -> "FetchResult | str":
         """One HTTP exchange: the FetchResult, or the absolute URL of a redirect. Raises _Failed."""
-        gate = self._gate(target.host)
+        gate = self._gate(target.raw_host)
         loop = asyncio.get_running_loop()
         async with gate.slots:               # the host's slot first, so a busy host never holds global slots
             await gate.wait_turn()
@@ -299,8 +317,11 @@ class Fetcher:
     def _gate(self, host: str) -> politeness.HostGate:
         gate = self._gates.get(host)
         if gate is None:
-            gate = self._gates[host] = politeness.HostGate(self.options.per_host_concurrency,
-                                                           self.options.min_host_delay_s)
+            o, shards = self.options, self.host_shards.get(host, 1)
+            spacing = max(o.min_host_delay_s, 1 / o.max_host_rate if o.max_host_rate else 0.0)
+            # This shard's 1/k of the host: k times the spacing, 1/k of the concurrency (but one request at least).
+            gate = self._gates[host] = politeness.HostGate(max(1, o.per_host_concurrency // shards), spacing * shards,
+                                                           shards)
         return gate
 
     # -- robots.txt --------------------------------------------------------------------------------------
@@ -323,8 +344,8 @@ class Fetcher:
             self.robots_cache.put(origin, rules)
         # Crawl-delay holds for this Fetcher's gate of the host, whether the rules were read now or earlier.
         delay = min(rules.crawl_delay(self.agent_token), self.options.max_crawl_delay_s)
-        gate = self._gate(target.host)
-        gate.min_delay = max(gate.min_delay, delay)
+        gate = self._gate(target.raw_host)
+        gate.min_delay = max(gate.min_delay, delay * gate.shards)  # Crawl-delay is for all of us, like the rate
         return rules
 
     async def _load_robots(self, target: URL) -> politeness.RobotsRules:

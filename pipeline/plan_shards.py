@@ -9,6 +9,10 @@ group, candidates are ordered by a stable hash of the URL; position p goes to sh
 The web has tens of millions of hosts, so no worker ever holds every group's offset: groups are spread over
 SUPER_BUCKETS by hash, the super-buckets' offsets are one small table, and each super-bucket lays out its own
 groups. Only small records move here: url, caption, queries — never image bytes.
+
+Every planned candidate also carries `host_shards`: into how many shards its host's URLs were split. The
+fetcher of each of those shards gives the host 1/host_shards of the per-host rate and concurrency, so the host's
+limits hold across the whole cluster, however many of its shards run at once, without any coordination.
 """
 
 import math
@@ -16,12 +20,25 @@ from collections import deque
 from urllib.parse import urlsplit
 
 import apache_beam as beam
+from yarl import URL
 
 from openwit.hashing import stable_hash64
 
 
 def host_of(url: str) -> str:
-    return (urlsplit(url).hostname or "").lower()
+    """The host a URL's politeness limits apply to, in the form the fetcher dials: "bücher.de" and
+    "xn--bcher-kva.de" are one host."""
+    return ascii_host((urlsplit(url).hostname or "").lower())
+
+
+def ascii_host(host: str) -> str:
+    """A host name in ASCII (IDNA 2008 / UTS 46, as browsers and the fetcher's yarl encode it)."""
+    if host.isascii():
+        return host
+    try:
+        return URL.build(scheme="http", host=host).raw_host
+    except (ValueError, UnicodeError):
+        return host  # not a valid name: the fetcher rejects it as bad_url
 
 
 def sample_key(shard: int, index: int, samples_per_shard: int) -> str:
@@ -59,6 +76,17 @@ def _offsets_in_super(bucket_and_groups, super_offsets):
     yield from group_layout(list(group_sizes), super_offsets[bucket]).items()
 
 
+def _host_shards_in_super(bucket_and_groups, super_offsets, samples_per_shard):
+    """(host, shard) for each shard that a (host, bucket) group of this super-bucket reaches."""
+    bucket, group_sizes = bucket_and_groups
+    group_sizes = list(group_sizes)
+    offsets = group_layout(group_sizes, super_offsets[bucket])
+    for group, size in group_sizes:
+        start = offsets[group]
+        for shard in range(start // samples_per_shard, (start + size - 1) // samples_per_shard + 1):
+            yield group[0], shard
+
+
 def _group_key(candidate, buckets_per_host):
     host = host_of(candidate["url"])
     buckets = buckets_per_host.get(host, 1)
@@ -91,12 +119,13 @@ def interleave_hosts(candidates: list[dict]) -> list[dict]:
     return out
 
 
-def _order_shard(shard_and_candidates, samples_per_shard):
-    """Index and key of every sample of a shard: host-interleaved, from the plan's stable positions."""
+def _order_shard(shard_and_candidates, samples_per_shard, split_hosts):
+    """Index, key and host_shards of every sample of a shard: host-interleaved, from the plan's stable positions."""
     shard, candidates = shard_and_candidates
     ordered = interleave_hosts(sorted(candidates, key=lambda c: c["position"]))
     return shard, [
-        {**{k: v for k, v in c.items() if k != "position"}, "index": i, "key": sample_key(shard, i, samples_per_shard)}
+        {**{k: v for k, v in c.items() if k != "position"}, "index": i, "key": sample_key(shard, i, samples_per_shard),
+         "host_shards": split_hosts.get(host_of(c["url"]), 1)}
         for i, c in enumerate(ordered)
     ]
 
@@ -126,16 +155,26 @@ class PlanShards(beam.PTransform):
             | "AllSuperSizes" >> beam.combiners.ToList()
             | "SuperLayout" >> beam.Map(super_layout)
         )
-        offsets = (
+        by_super = (
             sizes
             | "BySuper" >> beam.Map(lambda gs: (super_bucket(gs[0]), gs))
             | "GroupBySuper" >> beam.GroupByKey()
-            | "GroupLayout" >> beam.FlatMap(_offsets_in_super, beam.pvalue.AsSingleton(super_offsets))
+        )
+        offsets = by_super | "GroupLayout" >> beam.FlatMap(_offsets_in_super, beam.pvalue.AsSingleton(super_offsets))
+        # Hosts in more than one shard: each shard boundary splits at most one group, so there are about as many
+        # as there are shards (plus the buckets of big hosts) — a small side input, like big_hosts.
+        split_hosts = (
+            by_super
+            | "HostSpans" >> beam.FlatMap(_host_shards_in_super, beam.pvalue.AsSingleton(super_offsets), sps)
+            | "DistinctHostShard" >> beam.Distinct()
+            | "HostOfShard" >> beam.Map(lambda host_shard: (host_shard[0], 1))
+            | "ShardsPerHost" >> beam.CombinePerKey(sum)
+            | "SplitHosts" >> beam.Filter(lambda hk: hk[1] > 1)
         )
         return (
             {"members": keyed, "offset": offsets}
             | "JoinOffsets" >> beam.CoGroupByKey()
             | "Place" >> beam.FlatMap(_place, sps)
             | "GroupByShard" >> beam.GroupByKey()
-            | "OrderShard" >> beam.Map(_order_shard, sps)
+            | "OrderShard" >> beam.Map(_order_shard, sps, beam.pvalue.AsDict(split_hosts))
         )

@@ -129,11 +129,13 @@ def parse_retry_after(value: str | None) -> float | None:
 
 class HostGate:
     """One host's share of the fetcher: at most `concurrency` requests in flight, starts spaced by
-    `min_delay` seconds, and no start before `paused_until` after the host asked us to back off (429/503)."""
+    `min_delay` seconds, and no start before `paused_until` after the host asked us to back off (429/503).
+    `shards`: into how many shards the host was split; this gate holds this shard's share of the host."""
 
-    def __init__(self, concurrency: int, min_delay: float):
+    def __init__(self, concurrency: int, min_delay: float, shards: int = 1):
         self.slots = asyncio.Semaphore(concurrency)
         self.min_delay = min_delay
+        self.shards = shards
         self.next_start = 0.0     # event-loop time of the next free start, for the spacing
         self.paused_until = 0.0   # event-loop time before which nothing starts, after a 429/503
 

@@ -25,7 +25,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline import fetch, politeness, resize
+from pipeline import dns, fetch, politeness, resize
+from pipeline.plan_shards import host_of
+from pipeline.progress import ShardProgress, abnormal_failures
 
 EVAL_DUPLICATE = "eval_duplicate"
 INTERNAL_ERROR = "internal_error"  # a bug met while processing one sample: logged, counted, never fatal
@@ -73,6 +75,7 @@ class ShardConfig:
     eval_index: str | None = None
     decontaminate: str = "drop"
     threads: int = 0  # decode/resize threads per worker; 0 = one per core
+    progress_dir: str | None = None  # local runs: where shards report progress for the launcher's bar
 
 
 def _write_atomically(path: str, data_writer) -> None:
@@ -122,6 +125,7 @@ class ShardBuilder:
         self.config = config
         self.pool = concurrent.futures.ThreadPoolExecutor(config.threads or os.cpu_count() or 1)
         self.robots = politeness.RobotsCache()  # kept across this worker's shards
+        self.dns = dns.DnsCache()  # likewise: a host's neighbouring shards often land on the same worker
         self.eval_index = None
         if config.eval_index:
             from dedup.eval_index import EvalIndex
@@ -147,8 +151,12 @@ class ShardBuilder:
 
     def build(self, shard: int, candidates: list[dict]) -> dict:
         """Write the shard (or reuse it when a previous run completed it) and return its summary."""
+        progress = ShardProgress(self.config.progress_dir, shard, len(candidates)) if self.config.progress_dir else None
         if self.is_complete(shard):
-            return summarize(shard, self.read_rows(shard))
+            summary = summarize(shard, self.read_rows(shard))
+            if progress:
+                progress.finish(summary)
+            return summary
         started = time.time()
         self.remove_partial_files(shard)
         candidates = sorted(candidates, key=lambda c: c["index"])
@@ -156,7 +164,7 @@ class ShardBuilder:
 
         def write_tar(f):
             with tarfile.open(fileobj=f, mode="w|", format=tarfile.GNU_FORMAT) as tar:
-                rows.extend(asyncio.run(self._fetch_and_write(candidates, tar)))
+                rows.extend(asyncio.run(self._fetch_and_write(candidates, tar, progress)))
 
         out = self.config.output
         _write_atomically(shard_path(out, shard, ".tar"), write_tar)
@@ -167,9 +175,14 @@ class ShardBuilder:
         stats["duration_s"] = round(time.time() - started, 3)
         _write_atomically(shard_path(out, shard, "_stats.json"),
                           lambda f: f.write(json.dumps(stats, indent=2).encode()))
+        if progress:
+            progress.finish(summary)  # the launcher's bar reports an abnormal shard
+        elif abnormal_failures(summary):
+            logging.warning(abnormal_failures(summary))
         return summary
 
-    async def _fetch_and_write(self, candidates: list[dict], tar: tarfile.TarFile) -> list[dict]:
+    async def _fetch_and_write(self, candidates: list[dict], tar: tarfile.TarFile,
+                               progress: ShardProgress | None = None) -> list[dict]:
         """Fetch and process the shard's samples concurrently; write each to the tar, in index order, as soon
         as it and all before it are done. A window bounds the samples in flight or waiting for an earlier one,
         so a worker's memory does not grow with the shard size (a shard is ~10k images)."""
@@ -178,7 +191,9 @@ class ShardBuilder:
         # sample always holds or gets a slot, so the window cannot deadlock.
         window = asyncio.Semaphore(max(WINDOW_MIN, 4 * self.config.fetch.max_concurrency))
         finished, rows = {}, []
-        async with fetch.Fetcher(self.config.fetch, self.robots) as fetcher:
+        # The plan's share of each host for this shard: its per-host limits divided by the host's shard count.
+        host_shards = {host_of(c["url"]): c.get("host_shards", 1) for c in candidates}
+        async with fetch.Fetcher(self.config.fetch, self.robots, self.dns, host_shards) as fetcher:
             async def one(position, candidate):
                 await window.acquire()
                 result = await fetcher.fetch(candidate["url"])
@@ -190,6 +205,8 @@ class ShardBuilder:
                         _tar_member(tar, f"{row['key']}.{name}", data)
                     rows.append(row)
                     window.release()
+                    if progress:
+                        progress.add(row)
 
             await asyncio.gather(*(one(i, c) for i, c in enumerate(candidates)))
         return rows
@@ -246,6 +263,8 @@ class WriteShardFn(beam.DoFn):
         summary = self.builder.build(shard, list(candidates))
         for status in ("successes", "count"):
             beam.metrics.Metrics.counter("shards", status).inc(summary[status])
+        for reason, n in summary["failed"].items():  # as in stats.json: namespace the stage, name the reason
+            beam.metrics.Metrics.counter(stage_of(reason), reason).inc(n)
         yield summary
 
     def teardown(self):

@@ -19,7 +19,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from openwit.errors import EXIT_BAD_INPUT, InputError
 from openwit.options import OutputOptions, help_parser, parse_pipeline_options
-from pipeline import fetch, resize
+from pipeline import build_record, fetch, resize
 from pipeline.balance import Balance
 from pipeline.captions import CaptionCleaner, CaptionRules
 from pipeline.match import QueryMatcher
@@ -101,6 +101,9 @@ class BuildWitOptions(OutputOptions, PipelineOptions):
         dedup.add_argument("--eval-index", default=None, help="index built by `openwit eval-index`")
         dedup.add_argument("--decontaminate", default="drop", choices=DECONTAMINATE_MODES,
                            help="drop eval-set near-duplicates, or only report them in overlap/")
+        parser.add_argument("--overwrite", action="store_true",
+                            help="delete a previous build of other inputs or options in --output and start over "
+                                 "(without it such a folder stops the run; the same build resumes)")
 
 
 def check_options(o: BuildWitOptions) -> None:
@@ -320,6 +323,7 @@ def run(argv: list[str] | None = None) -> BuildWitOptions:
     o = parse_options(sys.argv[1:] if argv is None else argv)
     check_options(o)
     load_queries(o.queries)  # a bad query list fails here, before the run, not inside a worker
+    build_record.start(o.output, build_record.make_record(o), o.overwrite)
     p = beam.Pipeline(options=o)
     build_pipeline(p, o)
     p.run().wait_until_finish()

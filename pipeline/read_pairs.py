@@ -63,12 +63,13 @@ def _open_text(path: str):
     truncated or damaged stream (Beam's return what they got, so a cut file read as a short, valid one).
     Bytes that are not UTF-8 become lone surrogates, so the row holding them is found and rejected."""
     name = path.lower()
-    opener = gzip.GzipFile if name.endswith(".gz") else bz2.BZ2File if name.endswith(".bz2") else None
+    opener = (lambda raw: gzip.GzipFile(fileobj=raw)) if name.endswith(".gz") else bz2.BZ2File if name.endswith(
+        ".bz2") else None
     if opener is None:
         with FileSystems.open(path) as f:
             yield text_lines(f, errors="surrogateescape")
     else:
-        with FileSystems.open(path, compression_type="uncompressed") as raw, opener(fileobj=raw) as f:
+        with FileSystems.open(path, compression_type="uncompressed") as raw, opener(raw) as f:
             yield text_lines(f, errors="surrogateescape")
 
 
@@ -122,7 +123,11 @@ def _rows_csv(path: str, delimiter: str, columns: TableColumns):
     """(row number, row dict), or (row number, reason) for a row that cannot be read."""
     with _open_text(path) as lines:
         reader = csv.reader(lines, delimiter=delimiter)
-        header = _strip_bom(next(reader, []))
+        try:
+            header = _strip_bom(next(reader, []))
+        except _CORRUPT:  # checked when the run began; damaged where a worker reads it again
+            yield 1, "corrupt_file"
+            return
         index = {name: i for i, name in enumerate(header)}
         row_number = 0
         while True:

@@ -1,0 +1,82 @@
+"""Real-world tables: whatever one row holds, it is a counted reject naming file:row, never a failed run
+(issue 16, items 4-5); a table unusable as a whole stops the run before any work, naming what is wrong."""
+
+import bz2
+import gzip
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from build_helpers import load_stats, reject_rows
+from openwit.errors import InputError
+from pipeline import build_wit
+from pipeline.read_pairs import TableColumns, check_tables, read_table
+
+pytestmark = pytest.mark.timeout(300)
+GOOD = b"http://127.0.0.1:9/ok.jpg,a good cat\n"
+
+
+def reasons(path):
+    return [(kind, r.get("reason"), r["source"].rsplit(":", 1)[1]) for kind, r in read_table(str(path),
+                                                                                               TableColumns())]
+
+
+def test_huge_field_nul_and_undecodable_bytes_are_rejects_with_their_row(tmp_path):
+    path = tmp_path / "pairs.csv"
+    path.write_bytes(b"url,caption\n" + GOOD
+                     + b"http://127.0.0.1:9/big.jpg," + b"x" * 300_000 + b"\n"  # over csv's 128 KiB field limit
+                     + GOOD
+                     + b"http://127.0.0.1:9/nul.jpg,a \x00 cat\n"
+                     + b"http://127.0.0.1:9/latin1.jpg,caf\xe9 cat\n"
+                     + GOOD)
+    assert reasons(path) == [("candidate", None, "1"), ("reject", "field_too_large", "2"), ("candidate", None, "3"),
+                             ("reject", "nul_byte", "4"), ("reject", "bad_encoding", "5"), ("candidate", None, "6")]
+
+
+def test_excel_bom_is_accepted(tmp_path):
+    path = tmp_path / "excel.csv"
+    path.write_bytes(b"\xef\xbb\xbfurl,caption\n" + GOOD)
+    check_tables([str(path)], TableColumns())
+    assert reasons(path) == [("candidate", None, "1")]
+
+
+@pytest.mark.parametrize("suffix,compress", [(".csv.gz", gzip.compress), (".csv.bz2", bz2.compress)])
+def test_truncated_compressed_file_is_named_corrupt(tmp_path, suffix, compress):
+    data = compress(b"url,caption\n" + GOOD * 20000)
+    cut = tmp_path / ("cut" + suffix)
+    cut.write_bytes(data[: len(data) * 3 // 4])
+    got = reasons(cut)
+    assert got[-1][:2] == ("reject", "corrupt_file") and 0 < len(got) < 20000
+    assert all(kind == "candidate" for kind, _, _ in got[:-1])
+    head = tmp_path / ("head" + suffix)
+    head.write_bytes(data[:20])  # not even the header survives
+    with pytest.raises(InputError, match="corrupt or truncated"):
+        check_tables([str(head)], TableColumns())
+
+
+def test_parquet_column_of_the_wrong_type_names_file_column_and_type(tmp_path):
+    path = tmp_path / "ints.parquet"
+    pq.write_table(pa.table({"url": [1, 2], "caption": ["a", "b"]}), path)
+    with pytest.raises(InputError, match=r"ints.parquet.*column 'url' holds int64"):
+        check_tables([str(path)], TableColumns())
+    dictionary = tmp_path / "dict.parquet"
+    pq.write_table(pa.table({"url": pa.array(["http://a.example/x.jpg"]).dictionary_encode(),
+                             "caption": [None]}), dictionary)
+    check_tables([str(dictionary)], TableColumns())  # dictionary-encoded text and all-null columns are text
+
+
+def test_a_build_over_bad_rows_exits_0_and_counts_them(capsys, tmp_path):
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_bytes(b"\xef\xbb\xbfurl,caption\n" + GOOD + b"http://127.0.0.1:9/b.jpg," + b"y" * 200_000 + b"\n"
+                      + b"http://127.0.0.1:9/c.jpg,cat\x00\n" + b"http://127.0.0.1:9/d.jpg,caf\xe9 cat\n")
+    queries = tmp_path / "queries.txt"
+    queries.write_text("cat\n")
+    output = tmp_path / "out"
+    assert build_wit.main(["--pairs", str(pairs), "--queries", str(queries), "--output", str(output),
+                           "--allow-private-addresses", "--retries", "0"]) == 0
+    stats = load_stats(str(output))
+    assert stats["candidates"] == 4 and stats["adds_up"]
+    assert stats["rejected"]["read"] == {"field_too_large": 1, "nul_byte": 1, "bad_encoding": 1}
+    assert sorted(r["source"].rsplit(":", 1)[1] for r in reject_rows(str(output))) == ["2", "3", "4"]
+    assert not list(output.glob("beam-temp*"))

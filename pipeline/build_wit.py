@@ -34,6 +34,14 @@ from queries.load import load_queries
 # rejects/*.parquet: every candidate dropped before a shard, with the stage, the reason and where it came from.
 REJECT_SCHEMA = pa.schema([("url", pa.string()), ("caption", pa.string()), ("stage", pa.string()),
                            ("reason", pa.string()), ("source", pa.string())])
+# Bounds of numeric options, checked before any work. The upper ones keep a worker's memory safe: every decode
+# thread holds images of up to image_size^2 pixels (8192: ~200 MB each), every request up to max_bytes.
+OPTION_BOUNDS = {
+    "image_size": (1, 8192), "min_image_size": (0, 30_000), "threads": (0, 256),
+    "min_caption_chars": (0, 100_000), "max_caption_chars": (1, 100_000), "samples_per_shard": (1, 1_000_000),
+    "max_concurrency": (1, 4096), "per_host_concurrency": (1, 1024), "retries": (0, 10),
+    "max_bytes": (1, 2**30), "max_page_bytes": (1, 2**30),
+}
 # Captions per call of the matcher: enough to make the call's fixed cost (a few us) negligible.
 MATCH_BATCH = 1024
 
@@ -123,6 +131,13 @@ def check_options(o: BuildWitOptions) -> None:
     for name in ("max_per_query", "samples_per_shard", "image_size", "max_concurrency", "per_host_concurrency"):
         if getattr(o, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(o, name)}")
+    for name, (low, high) in OPTION_BOUNDS.items():
+        if not low <= getattr(o, name) <= high:
+            raise InputError(f"--{name.replace('_', '-')} must be between {low} and {high}, got "
+                             f"{getattr(o, name)}")
+    if o.min_caption_chars > o.max_caption_chars:
+        raise InputError(f"--min-caption-chars {o.min_caption_chars} is above --max-caption-chars "
+                         f"{o.max_caption_chars}: no caption could pass")
     if o.oversample < 1:
         raise InputError(f"--oversample must be >= 1 (it raises t to cover fetch failures), got {o.oversample}")
     shard_config(o)  # image and fetch options check themselves

@@ -80,3 +80,20 @@ def test_a_build_over_bad_rows_exits_0_and_counts_them(capsys, tmp_path):
     assert stats["rejected"]["read"] == {"field_too_large": 1, "nul_byte": 1, "bad_encoding": 1}
     assert sorted(r["source"].rsplit(":", 1)[1] for r in reject_rows(str(output))) == ["2", "3", "4"]
     assert not list(output.glob("beam-temp*"))
+
+
+@pytest.mark.parametrize("extra,named", [
+    (["--image-size", "50000"], "--image-size"), (["--threads", "-1"], "--threads"),
+    (["--max-caption-chars", "0"], "--max-caption-chars"), (["--min-image-size", "-5"], "--min-image-size"),
+    (["--min-caption-chars", "50", "--max-caption-chars", "10"], "above --max-caption-chars"),
+    (["--max-bytes", "-1"], "--max-bytes"), (["--retries", "1000"], "--retries"),
+])
+def test_options_that_would_break_the_run_or_the_data_stop_it_before_any_work(capsys, tmp_path, extra, named):
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_bytes(b"url,caption\n" + GOOD)
+    queries = tmp_path / "queries.txt"
+    queries.write_text("cat\n")
+    output = tmp_path / "out"
+    assert build_wit.main(["--pairs", str(pairs), "--queries", str(queries), "--output", str(output), *extra]) == 2
+    assert named in capsys.readouterr().err
+    assert not (output / "shards").exists() and not (output / "rejects").exists()

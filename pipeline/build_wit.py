@@ -93,6 +93,8 @@ class BuildWitOptions(OutputOptions, PipelineOptions):
         web = parser.add_argument_group("fetching")
         web.add_argument("--timeout", type=float, default=fetch.FetchOptions.timeout_s,
                          help="seconds per request, redirects included")
+        web.add_argument("--stall-timeout", type=float, default=fetch.FetchOptions.stall_timeout_s,
+                         help="seconds without a byte (headers or body) before a request is given up as stalled")
         web.add_argument("--max-bytes", type=int, default=fetch.FetchOptions.max_bytes)
         web.add_argument("--user-agent", default=fetch.FetchOptions.user_agent)
         web.add_argument("--max-concurrency", type=int, default=fetch.FetchOptions.max_concurrency)
@@ -161,7 +163,7 @@ def caption_rules(o: BuildWitOptions) -> CaptionRules:
 def fetch_options(o: BuildWitOptions) -> fetch.FetchOptions:
     """The same client, limits and politeness for pages (--page-urls) and images."""
     return fetch.FetchOptions(
-        timeout_s=o.timeout, max_bytes=o.max_bytes, user_agent=o.user_agent,
+        timeout_s=o.timeout, stall_timeout_s=o.stall_timeout, max_bytes=o.max_bytes, user_agent=o.user_agent,
         allow_private_addresses=o.allow_private_addresses, respect_robots=not o.ignore_robots_txt,
         respect_opt_outs=not o.ignore_opt_outs, max_concurrency=o.max_concurrency,
         per_host_concurrency=o.per_host_concurrency, min_host_delay_s=o.min_host_delay, retries=o.retries)

@@ -153,12 +153,21 @@ def _rows_csv(path: str, delimiter: str, columns: TableColumns):
 
 
 def _rows_parquet(path: str, columns: TableColumns):
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     names = [c for c in (columns.url, columns.caption, columns.page_url) if c]
     with FileSystems.open(path) as f:
         row_number = 0
-        for batch in pq.ParquetFile(f).iter_batches(batch_size=8192, columns=names):
+        batches = pq.ParquetFile(f).iter_batches(batch_size=8192, columns=names)
+        while True:
+            try:
+                batch = next(batches, None)
+            except (OSError, pa.ArrowException):  # a damaged page or column chunk: the rest is unreadable
+                yield row_number + 1, "corrupt_file"
+                return
+            if batch is None:
+                return
             data = batch.to_pydict()
             for i in range(batch.num_rows):
                 row_number += 1

@@ -97,3 +97,18 @@ def test_options_that_would_break_the_run_or_the_data_stop_it_before_any_work(ca
     assert build_wit.main(["--pairs", str(pairs), "--queries", str(queries), "--output", str(output), *extra]) == 2
     assert named in capsys.readouterr().err
     assert not (output / "shards").exists() and not (output / "rejects").exists()
+
+
+def test_damaged_parquet_is_a_corrupt_file_reject_after_its_good_rows(tmp_path):
+    path = tmp_path / "pairs.parquet"
+    n = 50_000
+    pq.write_table(pa.table({"url": [f"http://a.example/{i}.jpg" for i in range(n)],
+                             "caption": [f"cat {i}" for i in range(n)]}), path, row_group_size=10_000,
+                   compression="none")
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 2000] = b"\xff" * 2000  # a damaged page in the middle of the file
+    path.write_bytes(bytes(data))
+    check_tables([str(path)], TableColumns())  # the footer is intact: the run starts
+    got = reasons(path)
+    assert got[-1][:2] == ("reject", "corrupt_file") and 0 < len(got) <= n

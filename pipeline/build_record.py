@@ -22,7 +22,7 @@ RECORD_NAME = "build_record.json"
 HASH_MAX_BYTES = 64 * 2**20  # larger inputs are identified by size and modification time, not read whole
 # Options that change how fast or where a build runs, never what it writes.
 NOT_IN_RECORD = frozenset({"output", "overwrite", "threads", "max_concurrency", "per_host_concurrency",
-                           "min_host_delay"})
+                           "min_host_delay", "max_host_rate", "dns_servers", "progress"})
 # Options naming input files: recorded as the files they match (a glob may match other files next time).
 INPUT_OPTIONS = ("pairs", "warc", "wat", "page_urls", "queries", "eval_index")
 # What a build writes at the top of its output folder (besides the record); --overwrite deletes these only.
@@ -92,7 +92,7 @@ def previous_outputs(output: str) -> list[str]:
     return found
 
 
-def start(output: str, record: dict, overwrite: bool) -> None:
+def claim_output(output: str, record: dict, overwrite: bool) -> None:
     """Before any work: make sure `output` holds nothing of another build, then write this build's record."""
     path = FileSystems.join(output, RECORD_NAME)
     previous = previous_outputs(output)

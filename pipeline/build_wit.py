@@ -19,8 +19,9 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from openwit.errors import EXIT_BAD_INPUT, InputError
 from openwit.options import OutputOptions, help_parser, parse_pipeline_options
-from pipeline import build_record, fetch, resize
+from pipeline import fetch, resize
 from pipeline.balance import Balance
+from pipeline.build_record import claim_output, make_record
 from pipeline.captions import CaptionCleaner, CaptionRules
 from pipeline.match import QueryMatcher
 from pipeline.plan_shards import PlanShards
@@ -93,11 +94,11 @@ class BuildWitOptions(OutputOptions, PipelineOptions):
         web = parser.add_argument_group("fetching")
         web.add_argument("--timeout", type=float, default=fetch.FetchOptions.timeout_s,
                          help="seconds per request, redirects included")
-        web.add_argument("--stall-timeout", type=float, default=fetch.FetchOptions.stall_timeout_s,
-                         help="seconds without a byte (headers or body) before a request is given up as stalled")
         web.add_argument("--max-bytes", type=int, default=fetch.FetchOptions.max_bytes)
         web.add_argument("--user-agent", default=fetch.FetchOptions.user_agent)
         web.add_argument("--max-concurrency", type=int, default=fetch.FetchOptions.max_concurrency)
+        web.add_argument("--stall-timeout", type=float, default=fetch.FetchOptions.stall_timeout_s,
+                         help="seconds without a byte (headers or body) before a request is given up as stalled")
         web.add_argument("--per-host-concurrency", type=int, default=fetch.FetchOptions.per_host_concurrency)
         web.add_argument("--min-host-delay", type=float, default=fetch.FetchOptions.min_host_delay_s)
         web.add_argument("--retries", type=int, default=fetch.FetchOptions.retries)
@@ -163,8 +164,9 @@ def caption_rules(o: BuildWitOptions) -> CaptionRules:
 def fetch_options(o: BuildWitOptions) -> fetch.FetchOptions:
     """The same client, limits and politeness for pages (--page-urls) and images."""
     return fetch.FetchOptions(
-        timeout_s=o.timeout, stall_timeout_s=o.stall_timeout, max_bytes=o.max_bytes, user_agent=o.user_agent,
+        timeout_s=o.timeout, max_bytes=o.max_bytes, user_agent=o.user_agent,
         allow_private_addresses=o.allow_private_addresses, respect_robots=not o.ignore_robots_txt,
+        stall_timeout_s=o.stall_timeout,
         respect_opt_outs=not o.ignore_opt_outs, max_concurrency=o.max_concurrency,
         per_host_concurrency=o.per_host_concurrency, min_host_delay_s=o.min_host_delay, retries=o.retries)
 
@@ -340,7 +342,7 @@ def run(argv: list[str] | None = None) -> BuildWitOptions:
     o = parse_options(sys.argv[1:] if argv is None else argv)
     check_options(o)
     load_queries(o.queries)  # a bad query list fails here, before the run, not inside a worker
-    build_record.start(o.output, build_record.make_record(o), o.overwrite)
+    claim_output(o.output, make_record(o), o.overwrite)
     p = beam.Pipeline(options=o)
     build_pipeline(p, o)
     p.run().wait_until_finish()

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import apache_beam as beam
+import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
 from openwit.errors import InputError
@@ -63,13 +64,12 @@ def _open_text(path: str):
     truncated or damaged stream (Beam's return what they got, so a cut file read as a short, valid one).
     Bytes that are not UTF-8 become lone surrogates, so the row holding them is found and rejected."""
     name = path.lower()
-    opener = (lambda raw: gzip.GzipFile(fileobj=raw)) if name.endswith(".gz") else bz2.BZ2File if name.endswith(
-        ".bz2") else None
-    if opener is None:
+    if not name.endswith((".gz", ".bz2")):
         with FileSystems.open(path) as f:
             yield text_lines(f, errors="surrogateescape")
-    else:
-        with FileSystems.open(path, compression_type="uncompressed") as raw, opener(raw) as f:
+        return
+    with FileSystems.open(path, compression_type="uncompressed") as raw:
+        with gzip.GzipFile(fileobj=raw) if name.endswith(".gz") else bz2.BZ2File(raw) as f:
             yield text_lines(f, errors="surrogateescape")
 
 
@@ -78,8 +78,8 @@ def _strip_bom(header: list[str]) -> list[str]:
     return [header[0].removeprefix("\ufeff"), *header[1:]] if header else header
 
 
-def _header(path: str) -> list[str]:
-    """The column names of a table (Parquet: checking that the url and caption columns hold text)."""
+def _header(path: str) -> "list[str] | pa.Schema":
+    """The column names of a CSV/TSV table; the schema of a Parquet one (its column types are checked too)."""
     fmt = table_format(path)
     try:
         if fmt == "parquet":
@@ -153,7 +153,6 @@ def _rows_csv(path: str, delimiter: str, columns: TableColumns):
 
 
 def _rows_parquet(path: str, columns: TableColumns):
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     names = [c for c in (columns.url, columns.caption, columns.page_url) if c]

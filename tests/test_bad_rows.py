@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from build_helpers import load_stats, reject_rows
+from build_helpers import load_stats, reject_rows, shard_rows
 from openwit.errors import InputError
 from pipeline import build_wit
 from pipeline.read_pairs import TableColumns, check_tables, read_table
@@ -80,6 +80,9 @@ def test_a_build_over_bad_rows_exits_0_and_counts_them(capsys, tmp_path):
     assert stats["rejected"]["read"] == {"field_too_large": 1, "nul_byte": 1, "bad_encoding": 1}
     assert sorted(r["source"].rsplit(":", 1)[1] for r in reject_rows(str(output))) == ["2", "3", "4"]
     assert not list(output.glob("beam-temp*"))
+    [row] = shard_rows(str(output))  # the good row was attempted: the parquet says exactly how it failed
+    assert row["error_message"] == "connection_error" and row["http_status"] is None
+    assert "127.0.0.1" in row["error_detail"] and len(row["error_detail"]) <= 500
 
 
 @pytest.mark.parametrize("extra,named", [

@@ -24,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
         pairs, queries = write_inputs(site, base_url, os.path.join(args.output, "input"))
         code = build_wit.main([
             "--pairs", pairs, "--queries", queries, "--output", args.output,
-            "--samples-per-shard", str(args.samples_per_shard), "--allow-private-addresses", *extra,
+            "--samples-per-shard", str(args.samples_per_shard), "--allow-private-addresses",
+            "--overwrite",  # each demo serves on a new port, so its inputs differ from the last demo's
+            *extra,
         ])
     return code

@@ -22,8 +22,9 @@ def expand_patterns(patterns: list[str], option: str) -> list[str]:
     return sorted(set(paths))
 
 
-def text_lines(f):
+def text_lines(f, errors: str = "replace"):
     """Decoded lines of a Beam file object (its compressed files are not io streams, so no TextIOWrapper).
-    A stray invalid byte in one line must not stop a million-line file: decode with replacement."""
+    A stray invalid byte in one line must not stop a million-line file: decode with replacement (or, with
+    errors="surrogateescape", keep it findable so the caller can count it)."""
     for line in iter(f.readline, b""):
-        yield line.decode("utf-8", errors="replace")
+        yield line.decode("utf-8", errors=errors)

@@ -37,16 +37,40 @@ def help_parser(options_cls: type, prog: str, description: str) -> argparse.Argu
     return parser
 
 
+def beam_parser() -> argparse.ArgumentParser:
+    """Every option Beam itself knows (--runner, --project, --experiments, ...), for telling them from typos.
+
+    Beam's own parse keeps only what some imported PipelineOptions subclass declares and drops the rest with a
+    warning; collecting the same declarations here lets us refuse the rest instead."""
+    parser = argparse.ArgumentParser(allow_abbrev=False, add_help=False)
+    seen, todo = set(), [PipelineOptions]
+    while todo:
+        cls = todo.pop()
+        for sub in cls.__subclasses__():
+            if sub not in seen:
+                seen.add(sub)
+                todo.append(sub)
+    for cls in seen:
+        if "_add_argparse_args" in vars(cls) and not issubclass(cls, OutputOptions):
+            try:
+                cls._add_argparse_args(parser)
+            except argparse.ArgumentError:  # two classes declaring one flag: Beam's own parse tolerates it
+                pass
+    return parser
+
+
 def parse_pipeline_options(argv: list[str], options_cls: type, prog: str) -> PipelineOptions:
     """Beam options from a command line, as a view of `options_cls`, with the local runner by default.
 
-    Beam silently drops options it does not know. Ours are spelled with hyphens and Beam's with underscores,
-    so an unknown hyphenated option is a typo of ours and is reported instead of ignored.
+    Beam silently drops options it does not know, so a typo (`--timout 5`), a stray `-x` or a stray positional
+    argument would run with defaults: anything that is neither ours nor Beam's stops the run instead.
     """
     _, unknown = help_parser(options_cls, prog, "").parse_known_args(argv)
-    for arg in unknown:
-        if arg.startswith("--") and "-" in arg[2:].split("=")[0]:
-            raise InputError(f"unknown option {arg.split('=')[0]}; see `{prog} --help`")
+    _, unknown = beam_parser().parse_known_args(unknown)
+    if unknown:
+        arg = unknown[0]
+        what = f"unknown option {arg.split('=')[0]}" if arg.startswith("-") else f"unexpected argument {arg!r}"
+        raise InputError(f"{what}; see `{prog} --help` (Beam's own options are spelled --like_this)")
     options = PipelineOptions(argv)
     if options.view_as(StandardOptions).runner is None:
         options.view_as(StandardOptions).runner = DEFAULT_RUNNER

@@ -19,6 +19,7 @@ from openwit.errors import EXIT_BAD_INPUT, InputError
 from openwit.options import OutputOptions, help_parser, parse_pipeline_options
 from pipeline import fetch, progress, resize
 from pipeline.balance import Balance
+from pipeline.build_record import claim_output, make_record
 from pipeline.captions import CaptionCleaner, CaptionRules
 from pipeline.match import QueryMatcher
 from pipeline.plan_shards import PlanShards
@@ -32,6 +33,14 @@ from queries.load import load_queries
 # rejects/*.parquet: every candidate dropped before a shard, with the stage, the reason and where it came from.
 REJECT_SCHEMA = pa.schema([("url", pa.string()), ("caption", pa.string()), ("stage", pa.string()),
                            ("reason", pa.string()), ("source", pa.string())])
+# Bounds of numeric options, checked before any work. The upper ones keep a worker's memory safe: every decode
+# thread holds images of up to image_size^2 pixels (8192: ~200 MB each), every request up to max_bytes.
+OPTION_BOUNDS = {
+    "image_size": (1, 8192), "min_image_size": (0, 30_000), "threads": (0, 256),
+    "min_caption_chars": (0, 100_000), "max_caption_chars": (1, 100_000), "samples_per_shard": (1, 1_000_000),
+    "max_concurrency": (1, 4096), "per_host_concurrency": (1, 1024), "retries": (0, 10),
+    "max_bytes": (1, 2**30), "max_page_bytes": (1, 2**30),
+}
 # Captions per call of the matcher: enough to make the call's fixed cost (a few us) negligible.
 MATCH_BATCH = 1024
 
@@ -86,6 +95,8 @@ class BuildWitOptions(OutputOptions, PipelineOptions):
         web.add_argument("--max-bytes", type=int, default=fetch.FetchOptions.max_bytes)
         web.add_argument("--user-agent", default=fetch.FetchOptions.user_agent)
         web.add_argument("--max-concurrency", type=int, default=fetch.FetchOptions.max_concurrency)
+        web.add_argument("--stall-timeout", type=float, default=fetch.FetchOptions.stall_timeout_s,
+                         help="seconds without a byte (headers or body) before a request is given up as stalled")
         web.add_argument("--per-host-concurrency", type=int, default=fetch.FetchOptions.per_host_concurrency)
         web.add_argument("--min-host-delay", type=float, default=fetch.FetchOptions.min_host_delay_s)
         web.add_argument("--retries", type=int, default=fetch.FetchOptions.retries)
@@ -110,6 +121,9 @@ class BuildWitOptions(OutputOptions, PipelineOptions):
         dedup.add_argument("--eval-index", default=None, help="index built by `openwit eval-index`")
         dedup.add_argument("--decontaminate", default="drop", choices=DECONTAMINATE_MODES,
                            help="drop eval-set near-duplicates, or only report them in overlap/")
+        parser.add_argument("--overwrite", action="store_true",
+                            help="delete a previous build of other inputs or options in --output and start over "
+                                 "(without it such a folder stops the run; the same build resumes)")
 
 
 def check_options(o: BuildWitOptions) -> None:
@@ -129,6 +143,13 @@ def check_options(o: BuildWitOptions) -> None:
     for name in ("max_per_query", "samples_per_shard", "image_size", "max_concurrency", "per_host_concurrency"):
         if getattr(o, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(o, name)}")
+    for name, (low, high) in OPTION_BOUNDS.items():
+        if not low <= getattr(o, name) <= high:
+            raise InputError(f"--{name.replace('_', '-')} must be between {low} and {high}, got "
+                             f"{getattr(o, name)}")
+    if o.min_caption_chars > o.max_caption_chars:
+        raise InputError(f"--min-caption-chars {o.min_caption_chars} is above --max-caption-chars "
+                         f"{o.max_caption_chars}: no caption could pass")
     if o.oversample < 1:
         raise InputError(f"--oversample must be >= 1 (it raises t to cover fetch failures), got {o.oversample}")
     shard_config(o)  # image and fetch options check themselves
@@ -154,6 +175,7 @@ def fetch_options(o: BuildWitOptions) -> fetch.FetchOptions:
     return fetch.FetchOptions(
         timeout_s=o.timeout, max_bytes=o.max_bytes, user_agent=o.user_agent,
         allow_private_addresses=o.allow_private_addresses, respect_robots=not o.ignore_robots_txt,
+        stall_timeout_s=o.stall_timeout,
         respect_opt_outs=not o.ignore_opt_outs, max_concurrency=o.max_concurrency,
         per_host_concurrency=o.per_host_concurrency, min_host_delay_s=o.min_host_delay, retries=o.retries,
         max_host_rate=o.max_host_rate,
@@ -338,6 +360,7 @@ def run(argv: list[str] | None = None) -> BuildWitOptions:
     o = parse_options(sys.argv[1:] if argv is None else argv)
     check_options(o)
     load_queries(o.queries)  # a bad query list fails here, before the run, not inside a worker
+    claim_output(o.output, make_record(o), o.overwrite)
     p = beam.Pipeline(options=o)
     with progress.local_progress(o.view_as(StandardOptions).runner, o.progress) as progress_dir:
         build_pipeline(p, o, progress_dir)

@@ -43,6 +43,8 @@ REASONS = {
     "tls_error": "TLS handshake or certificate verification failed",
     "protocol_error": "the server's answer is not valid HTTP (bad status line, oversized headers...)",
     "timeout": "the attempt, redirects included, took longer than timeout_s",
+    "stalled": "the server sent nothing for stall_timeout_s (no headers, or the body stopped coming); not retried, "
+               "so a stalling host does not hold its slots twice",
     "too_many_redirects": "more than max_redirects redirects, or a redirect loop",
     "too_large": "the body is longer than max_bytes (declared or counted while streaming)",
     "robots_disallowed": "robots.txt disallows our user agent for this URL, or could not be read because "
@@ -50,6 +52,8 @@ REASONS = {
     "opted_out": "X-Robots-Tag (or, for pages, <meta name=robots>) says noai, noimageai, noindex or "
                  "noimageindex, unscoped or scoped to us",
     "not_an_image": "the body's first bytes are not an image format we decode, whatever its Content-Type",
+    "http_204": "the server answered 204 No Content: success, but no body to be an image",
+    "http_205": "the server answered 205 Reset Content: no body to be an image",
     "http_other": "an HTTP status outside the standard list (the code is in http_status)",
 }
 # http_<code> for every standard status that ends an attempt: redirects without a Location, 4xx and 5xx.
@@ -66,6 +70,7 @@ _HOST = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?")
 @dataclass(frozen=True)
 class FetchOptions:
     timeout_s: float = 20.0      # total time per attempt, redirects included (waiting for a slot excluded)
+    stall_timeout_s: float = 10.0  # longest silence while waiting for headers or body bytes
     max_bytes: int = 16 * 2**20  # response body cap, streamed and aborted at the cap
     max_redirects: int = 5
     user_agent: str = "OpenWIT/0.1 (+https://github.com/openwit/openwit)"
@@ -86,7 +91,7 @@ class FetchOptions:
 
     def __post_init__(self):
         # A zero limit would make every fetch wait forever: refuse it up front, where the user set it.
-        for name in ("timeout_s", "max_bytes", "max_concurrency", "per_host_concurrency"):
+        for name in ("timeout_s", "stall_timeout_s", "max_bytes", "max_concurrency", "per_host_concurrency"):
             if not getattr(self, name) > 0:
                 raise InputError(f"fetch option {name} must be positive, got {getattr(self, name)!r}")
         for name in ("max_redirects", "retries", "min_host_delay_s", "max_crawl_delay_s", "retry_backoff_s",
@@ -140,14 +145,18 @@ class Fetcher:
         if not o.allow_private_addresses:
             resolver = GuardedResolver(resolver, frozenset(o.allowed_endpoints))
         self._resolver = resolver  # ours to close: aiohttp closes only resolvers it made itself
+        # Our semaphores bound the requests; the connector's limits only leave room for the urgent slots.
         # aiohttp's own DNS cache is off: it would keep answers for a fixed time whatever their TTL.
-        connector = aiohttp.TCPConnector(limit=o.max_concurrency, limit_per_host=o.per_host_concurrency,
+        connector = aiohttp.TCPConnector(limit=2 * o.max_concurrency, limit_per_host=o.per_host_concurrency + 1,
                                          use_dns_cache=False, resolver=resolver)
         self._session = aiohttp.ClientSession(
             connector=connector, headers={"User-Agent": o.user_agent},
             timeout=aiohttp.ClientTimeout(total=None),  # our own deadline covers the whole redirect chain
             cookie_jar=aiohttp.DummyCookieJar(), trust_env=False)  # no cookies, no proxy from the environment
         self._slots = asyncio.Semaphore(o.max_concurrency)
+        # Retries a host asked for (429/503 with its pause over) have their own slots: one per host (HostGate),
+        # and as many overall as the regular ones, so they never queue behind requests that may be stalled.
+        self._urgent_slots = asyncio.Semaphore(o.max_concurrency)
         self._gates: dict[str, politeness.HostGate] = {}
         self._robots: dict[str, asyncio.Future] = {}  # origin -> RobotsRules being read or read by this Fetcher
         return self
@@ -170,9 +179,9 @@ class Fetcher:
 
     async def _with_retries(self, url: str, kind: str) -> FetchResult:
         o = self.options
-        attempt = 0
+        attempt, urgent = 0, False
         while True:
-            result, retry_after, retryable = await self._attempt(url, kind)
+            result, retry_after, retryable = await self._attempt(url, kind, urgent)
             result.attempts = attempt + 1
             if not retryable or result.reason not in _RETRYABLE or attempt >= o.retries:
                 return result
@@ -181,10 +190,12 @@ class Fetcher:
                 return result
             if retry_after is None and result.reason not in ("http_429", "http_503"):
                 await asyncio.sleep(wait)  # a flaky connection: wait for this URL only
-            # 429/503 already paused the whole host through its gate, so the retry simply queues there.
+            # 429/503 already paused the whole host through its gate; when the pause is over, this retry goes
+            # first, through the host's urgent slot, instead of behind the host's other (maybe stalled) requests.
+            urgent = result.reason in ("http_429", "http_503")
             attempt += 1
 
-    async def _attempt(self, url: str, kind: str) -> tuple[FetchResult, float | None, bool]:
+    async def _attempt(self, url: str, kind: str, urgent: bool = False) -> tuple[FetchResult, float | None, bool]:
         """(result, Retry-After seconds, whether a retry could help)."""
         remaining = [self.options.timeout_s]  # time budget of this attempt, spent only while a request runs
         current = url
@@ -194,7 +205,7 @@ class Fetcher:
                 target = self._check_url(current)
                 if self.options.respect_robots:
                     await self._check_robots(target)
-                result = await self._request(target, kind, remaining)
+                result = await self._request(target, kind, remaining, urgent)
                 if isinstance(result, FetchResult):
                     result.url = url
                     return result, None, False
@@ -229,17 +240,22 @@ class Fetcher:
 
     # -- one request ------------------------------------------------------------------------------------
 
-    async def _request(self, target: URL, kind: str, remaining: list[float]) -> "FetchResult | str":
+    async def _request(self, target: URL, kind: str, remaining: list[float],
+                       urgent: bool = False) -> "FetchResult | str":
         """One HTTP exchange: the FetchResult, or the absolute URL of a redirect. Raises _Failed."""
         gate = self._gate(target.raw_host)
         loop = asyncio.get_running_loop()
-        async with gate.slots:               # the host's slot first, so a busy host never holds global slots
+        # The host's slot first, so a busy host never holds global slots.
+        async with gate.urgent_slots if urgent else gate.slots:
             await gate.wait_turn()
-            async with self._slots:
+            async with self._urgent_slots if urgent else self._slots:
                 started = loop.time()
                 try:
                     async with asyncio.timeout(remaining[0]):
                         return await self._exchange(target, kind, gate)
+                except aiohttp.ServerTimeoutError:  # before TimeoutError, its base: aiohttp's sock_read
+                    raise _Failed("stalled", f"nothing received for {self.options.stall_timeout_s:g}s",
+                                  retryable=False) from None
                 except TimeoutError:
                     raise _Failed("timeout", f"no complete answer within {self.options.timeout_s:g}s") from None
                 except aiohttp.ClientConnectorDNSError as e:
@@ -259,7 +275,9 @@ class Fetcher:
 
     async def _exchange(self, target: URL, kind: str, gate: politeness.HostGate) -> "FetchResult | str":
         o = self.options
-        async with self._session.get(target, allow_redirects=False) as resp:
+        # sock_read: the longest wait for any byte, headers or body; the attempt's deadline stays the total.
+        stall = aiohttp.ClientTimeout(total=None, sock_read=o.stall_timeout_s)
+        async with self._session.get(target, allow_redirects=False, timeout=stall) as resp:
             if resp.status in _REDIRECTS:
                 location = resp.headers.get("Location")
                 if not location:
@@ -269,7 +287,7 @@ class Fetcher:
                     return str(resp.url.join(URL(location)))
                 except (ValueError, TypeError, UnicodeError) as e:
                     raise _Failed("bad_url", f"bad redirect Location {location!r}: {e}", resp.status) from None
-            if not 200 <= resp.status < 300:
+            if not 200 <= resp.status < 300 or resp.status in (204, 205):  # no body: not "not an image"
                 retry_after = None
                 if resp.status in (429, 503):
                     retry_after = politeness.parse_retry_after(resp.headers.get("Retry-After"))

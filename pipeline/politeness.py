@@ -134,6 +134,9 @@ class HostGate:
 
     def __init__(self, concurrency: int, min_delay: float, shards: int = 1):
         self.slots = asyncio.Semaphore(concurrency)
+        # One more, for a retry the host itself scheduled (Retry-After): it must not wait behind requests that
+        # hold the regular slots, maybe stalled for the whole timeout.
+        self.urgent_slots = asyncio.Semaphore(1)
         self.min_delay = min_delay
         self.shards = shards
         self.next_start = 0.0     # event-loop time of the next free start, for the spacing

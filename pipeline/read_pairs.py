@@ -5,11 +5,16 @@ run before any work (exit 2, naming the file). `read_table` is the per-file core
 table never sits whole in memory; a bad row becomes a reject naming file and row, never a failed run.
 """
 
+import bz2
+import contextlib
 import csv
+import gzip
+import zlib
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import apache_beam as beam
+import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
 from openwit.errors import InputError
@@ -20,7 +25,15 @@ REASONS = {
     "bad_row": "the row has a different number of fields than the header",
     "missing_url": "the url field is empty",
     "bad_url": "the url is not an absolute http(s) URL",
+    "field_too_large": "a field is longer than Python's csv field limit (csv.field_size_limit(), 128 KiB)",
+    "bad_encoding": "a field holds bytes that are not UTF-8 (the row is dropped, not silently altered)",
+    "nul_byte": "a field holds a NUL character",
+    "corrupt_file": "the compressed file is truncated or damaged here; its rows before this one were read",
 }
+# What a damaged .gz or .bz2 raises while it is read (truncated stream, bad CRC, bad block).
+_CORRUPT = (EOFError, zlib.error, gzip.BadGzipFile, OSError)
+# The types a url or caption column may have in a Parquet table.
+_TEXT_TYPES = ("string", "large_string", "string_view", "null")
 FORMATS = ("parquet", "csv", "tsv")
 
 
@@ -45,18 +58,42 @@ def table_format(path: str) -> str:
     )
 
 
-def _header(path: str) -> list[str]:
+@contextlib.contextmanager
+def _open_text(path: str):
+    """The lines of a CSV/TSV table, decoded. .gz and .bz2 through Python's own readers, which raise on a
+    truncated or damaged stream (Beam's return what they got, so a cut file read as a short, valid one).
+    Bytes that are not UTF-8 become lone surrogates, so the row holding them is found and rejected."""
+    name = path.lower()
+    if not name.endswith((".gz", ".bz2")):
+        with FileSystems.open(path) as f:
+            yield text_lines(f, errors="surrogateescape")
+        return
+    with FileSystems.open(path, compression_type="uncompressed") as raw:
+        with gzip.GzipFile(fileobj=raw) if name.endswith(".gz") else bz2.BZ2File(raw) as f:
+            yield text_lines(f, errors="surrogateescape")
+
+
+def _strip_bom(header: list[str]) -> list[str]:
+    # Excel's "CSV UTF-8" starts with a byte-order mark, which would stick to the first column's name.
+    return [header[0].removeprefix("\ufeff"), *header[1:]] if header else header
+
+
+def _header(path: str) -> "list[str] | pa.Schema":
+    """The column names of a CSV/TSV table; the schema of a Parquet one (its column types are checked too)."""
     fmt = table_format(path)
     try:
         if fmt == "parquet":
             import pyarrow.parquet as pq
 
             with FileSystems.open(path) as f:
-                return pq.ParquetFile(f).schema_arrow.names
-        with FileSystems.open(path) as f:
-            return next(csv.reader(text_lines(f), delimiter="\t" if fmt == "tsv" else ","), [])
+                return pq.ParquetFile(f).schema_arrow
+        with _open_text(path) as lines:
+            return _strip_bom(next(csv.reader(lines, delimiter="\t" if fmt == "tsv" else ","), []))
     except InputError:
         raise
+    except _CORRUPT as e:
+        raise InputError(f"pairs table {path!r} is corrupt or truncated ({type(e).__name__}: {e}); "
+                         "download or compress it again") from e
     except Exception as e:
         raise InputError(f"pairs table {path!r} is not a readable {fmt} file: {e}") from e
 
@@ -64,7 +101,8 @@ def _header(path: str) -> list[str]:
 def check_tables(paths: list[str], columns: TableColumns) -> None:
     """Fail early, naming the file, when a table cannot be read or lacks a column the run needs."""
     for path in paths:
-        header = _header(path)
+        schema = _header(path)
+        header = schema if isinstance(schema, list) else schema.names
         needed = [c for c in (columns.url, columns.caption, columns.page_url) if c]
         missing = [c for c in needed if c not in header]
         if missing:
@@ -72,16 +110,40 @@ def check_tables(paths: list[str], columns: TableColumns) -> None:
                 f"pairs table {path!r} has no column {missing[0]!r} (columns: {header}); "
                 "name the right ones with --url-col, --caption-col and --page-url-col"
             )
+        if not isinstance(schema, list):
+            for name in needed:
+                kind = schema.field(name).type
+                value_kind = kind.value_type if hasattr(kind, "value_type") else kind  # dictionary-encoded
+                if str(value_kind) not in _TEXT_TYPES:
+                    raise InputError(f"pairs table {path!r}: column {name!r} holds {kind}, not text (string); "
+                                     "convert it, or name the right column with --url-col / --caption-col")
 
 
 def _rows_csv(path: str, delimiter: str, columns: TableColumns):
-    with FileSystems.open(path) as f:
-        reader = csv.reader(text_lines(f), delimiter=delimiter)
-        header = next(reader, [])
+    """(row number, row dict), or (row number, reason) for a row that cannot be read."""
+    with _open_text(path) as lines:
+        reader = csv.reader(lines, delimiter=delimiter)
+        try:
+            header = _strip_bom(next(reader, []))
+        except _CORRUPT:  # checked when the run began; damaged where a worker reads it again
+            yield 1, "corrupt_file"
+            return
         index = {name: i for i, name in enumerate(header)}
-        for row_number, row in enumerate(reader, start=1):
+        row_number = 0
+        while True:
+            row_number += 1
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error:  # the reader drops the rest of the line and goes on with the next one
+                yield row_number, "field_too_large"
+                continue
+            except _CORRUPT:
+                yield row_number, "corrupt_file"
+                return
             if len(row) != len(header):
-                yield row_number, None
+                yield row_number, "bad_row"
                 continue
             yield row_number, {
                 "url": row[index[columns.url]],
@@ -96,7 +158,15 @@ def _rows_parquet(path: str, columns: TableColumns):
     names = [c for c in (columns.url, columns.caption, columns.page_url) if c]
     with FileSystems.open(path) as f:
         row_number = 0
-        for batch in pq.ParquetFile(f).iter_batches(batch_size=8192, columns=names):
+        batches = pq.ParquetFile(f).iter_batches(batch_size=8192, columns=names)
+        while True:
+            try:
+                batch = next(batches, None)
+            except (OSError, pa.ArrowException):  # a damaged page or column chunk: the rest is unreadable
+                yield row_number + 1, "corrupt_file"
+                return
+            if batch is None:
+                return
             data = batch.to_pydict()
             for i in range(batch.num_rows):
                 row_number += 1
@@ -115,14 +185,30 @@ def is_fetchable_url(url: str) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
+def _bad_text(row: dict) -> str | None:
+    for value in row.values():
+        if value:
+            if "\x00" in value:
+                return "nul_byte"
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate: an undecodable byte of the file
+                return "bad_encoding"
+    return None
+
+
 def read_table(path: str, columns: TableColumns):
     """Yield ("candidate", dict) or ("reject", dict) for every data row of the table at `path`."""
     fmt = table_format(path)
     rows = _rows_parquet(path, columns) if fmt == "parquet" else _rows_csv(path, "\t" if fmt == "tsv" else ",", columns)
     for row_number, row in rows:
         source = f"{path}:{row_number}"
-        if row is None:
-            yield "reject", {"url": "", "caption": "", "stage": STAGE, "reason": "bad_row", "source": source}
+        if isinstance(row, str):
+            yield "reject", {"url": "", "caption": "", "stage": STAGE, "reason": row, "source": source}
+            continue
+        reason = _bad_text(row)
+        if reason:
+            yield "reject", {"url": "", "caption": "", "stage": STAGE, "reason": reason, "source": source}
             continue
         url = (row["url"] or "").strip()
         caption = row["caption"] or ""

@@ -33,6 +33,7 @@ EVAL_DUPLICATE = "eval_duplicate"
 INTERNAL_ERROR = "internal_error"  # a bug met while processing one sample: logged, counted, never fatal
 WINDOW_MIN = 256  # samples fetched ahead of the next one to write
 DECONTAMINATE_MODES = ("drop", "report")
+ERROR_DETAIL_MAX_CHARS = 500  # a server's error text can be anything; the parquet keeps its start
 
 PARQUET_SCHEMA = pa.schema([
     ("key", pa.string()),
@@ -40,6 +41,8 @@ PARQUET_SCHEMA = pa.schema([
     ("caption", pa.string()),
     ("status", pa.string()),  # "success" or "failed", as in img2dataset
     ("error_message", pa.string()),  # the reason of a failure, from fetch.REASONS / resize.REASONS
+    ("http_status", pa.int32()),  # of the last answer, when there was one (a 599 is http_other: here its code)
+    ("error_detail", pa.string()),  # what exactly failed: the directive, the address, the exception text
     ("width", pa.int32()),
     ("height", pa.int32()),
     ("original_width", pa.int32()),
@@ -109,10 +112,15 @@ def summarize(shard: int, rows: list[dict]) -> dict:
     }
 
 
-def _failed_row(candidate: dict, reason: str | None) -> dict:
+def _detail(text: str | None) -> str | None:
+    return None if text is None else text[:ERROR_DETAIL_MAX_CHARS]
+
+
+def _failed_row(candidate: dict, reason: str | None, detail: str | None = None) -> dict:
     return {
         "key": candidate["key"], "url": candidate["url"], "caption": candidate["caption"],
-        "status": "failed", "error_message": reason, "width": None, "height": None,
+        "status": "failed", "error_message": reason, "http_status": None, "error_detail": _detail(detail),
+        "width": None, "height": None,
         "original_width": None, "original_height": None, "sha256": None, "phash": None,
         "queries": candidate["queries"], "page_url": candidate.get("page_url") or "", "eval_matches": [],
     }
@@ -214,20 +222,21 @@ class ShardBuilder:
     def _sample(self, candidate: dict, result: "fetch.FetchResult") -> tuple[dict, list]:
         try:
             return self._make_sample(candidate, result)
-        except Exception:  # one sample must never take down a shard of 10k: log it, count it, go on
+        except Exception as e:  # one sample must never take down a shard of 10k: log it, count it, go on
             logging.exception("unexpected error processing %s (counted as %s)", candidate["url"], INTERNAL_ERROR)
-            return _failed_row(candidate, INTERNAL_ERROR), []
+            return _failed_row(candidate, INTERNAL_ERROR, f"{type(e).__name__}: {e}"), []
 
     def _make_sample(self, candidate: dict, result: "fetch.FetchResult") -> tuple[dict, list]:
         """The shard parquet row of one candidate, and the files it contributes to the tar (none if failed)."""
-        row = _failed_row(candidate, result.reason)
+        row = _failed_row(candidate, result.reason, result.error_message)
+        row["http_status"] = result.http_status
         if result.reason is not None:
             return row, []
         row["sha256"] = hashlib.sha256(result.body).hexdigest()
         try:
             image = resize.process_image(result.body, self.config.image)
         except resize.ImageRejected as e:
-            row["error_message"] = e.reason
+            row["error_message"], row["error_detail"] = e.reason, _detail(str(e))
             return row, []
         row.update(width=image.width, height=image.height, original_width=image.original_width,
                    original_height=image.original_height, phash=str(imagehash.phash(image.image)))

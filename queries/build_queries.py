@@ -33,7 +33,7 @@ from openwit.options import OutputOptions, help_parser, parse_pipeline_options
 from queries import wordnet
 from queries.merge import MergeAndWrite, write_summary
 from queries.ngrams import CountWikipediaNgrams, ScoreBigrams
-from queries.pageviews import DEFAULT_PROJECTS, TitleViews
+from queries.pageviews import DEFAULT_PROJECTS, SKIPPED_PROJECT_COUNTER, TitleViews
 from queries.wiki_dump import ReadWikipedia, check_dump_start
 
 
@@ -148,8 +148,25 @@ def check_sources(o: BuildQueriesOptions, counts: dict[str, int]) -> list[str]:
     for source, given in (("unigram", o.wiki_dump), ("bigram", o.wiki_dump), ("title", o.pageviews),
                           ("wordnet", o.wordnet)):
         if given and counts.get(f"entries_{source}", 0) == 0:
-            warnings.append(f"source {source!r} contributed no entry: its input is too small for the thresholds")
+            why = "its input is too small for the thresholds"
+            skipped = skipped_projects(counts)
+            if source == "title" and skipped:
+                why = (f"its lines are of projects other than --projects {o.projects} ({_top(skipped)} lines "
+                       "skipped), or too few views for the thresholds")
+            warnings.append(f"source {source!r} contributed no entry: {why}")
     return warnings
+
+
+def skipped_projects(counts: dict[str, int]) -> dict[str, int]:
+    """Page-view lines skipped per project not in --projects, most first."""
+    skipped = {name.removeprefix(SKIPPED_PROJECT_COUNTER): n for name, n in counts.items()
+               if name.startswith(SKIPPED_PROJECT_COUNTER)}
+    return dict(sorted(skipped.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def _top(skipped: dict[str, int], n: int = 5) -> str:
+    shown = ", ".join(f"{project} {count}" for project, count in list(skipped.items())[:n])
+    return shown + (f" and {len(skipped) - n} more projects" if len(skipped) > n else "")
 
 
 def run(argv: list[str] | None = None) -> dict:
@@ -170,6 +187,7 @@ def run(argv: list[str] | None = None) -> dict:
     warnings = check_sources(o, counts)
     summary = {
         "counters": counts,
+        "pageview_lines_skipped_by_project": skipped_projects(counts),
         "warnings": warnings,
         "thresholds": {name: getattr(o, name) for name in (
             "min_unigram_count", "min_pmi", "min_bigram_count", "min_title_views", "max_queries", "projects")},
@@ -195,6 +213,9 @@ def main(argv: list[str] | None = None) -> int:
           f"(of {counts.get('entries_merged', 0)} candidates: "
           + ", ".join(f"{s} {counts.get('entries_' + s, 0)}" for s in ("unigram", "bigram", "title", "wordnet"))
           + f"); {counts.get('tokens_counted', 0)} tokens in {counts.get('pages_articles', 0)} articles")
+    if summary["pageview_lines_skipped_by_project"]:
+        print("build_queries: page-view lines of projects not in --projects, skipped: "
+              + _top(summary["pageview_lines_skipped_by_project"]))
     for warning in summary["warnings"]:
         print(f"build_queries: warning: {warning}", file=sys.stderr)
     return 0

@@ -9,9 +9,15 @@ Projects: `en` (desktop) and `en.m` (mobile web) of English Wikipedia by default
 which drops every title containing ':', we only drop titles whose prefix is a real namespace or alias, so
 articles like "Star Wars: Episode IV" stay.
 
+Lines of other projects are counted per project (`queries:pageview_lines_skipped_project_<project>`), so a file
+of `en.wikipedia ...` lines, read with the default projects, says why it gave no title.
+
 A malformed line is a counted reject (Beam counter `queries:pageview_lines_rejected_<reason>`). A file whose
-first lines are all malformed, or that has no valid line at all, is the wrong file: an InputError naming it.
+first lines are all malformed, or that has no valid line at all, or none of the chosen projects, is the wrong
+file (or the wrong --projects): an InputError naming it and, for projects, the ones it holds.
 """
+
+from collections import Counter
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -21,6 +27,7 @@ from queries.files import read_lines
 
 WHAT = "page-view file"
 DEFAULT_PROJECTS = ("en", "en.m")
+SKIPPED_PROJECT_COUNTER = "pageview_lines_skipped_project_"
 CHECK_FIRST_LINES = 1000  # this many malformed lines before any valid one means the file is not page views
 
 # English Wikipedia's namespaces, their talk pages and aliases (Special:NamespaceInfo), casefolded.
@@ -79,6 +86,7 @@ class ReadPageViews(beam.DoFn):
 
     def process(self, path):
         valid, first_bad = 0, None
+        skipped = Counter()  # per project, summed here and counted once per file: a file holds ~1000 projects
         for number, line in read_lines(path, WHAT):
             if not line:
                 continue
@@ -94,12 +102,20 @@ class ReadPageViews(beam.DoFn):
             valid += 1
             project, raw_title, views = parsed
             if project not in self.projects:
+                skipped[project] += 1
                 continue
             title = normalize_title(raw_title)
             if is_namespaced(title):
                 self.namespaced.inc()
                 continue
             yield title, views
+        for project, n in skipped.items():
+            Metrics.counter("queries", SKIPPED_PROJECT_COUNTER + project).inc(n)
+        if valid and sum(skipped.values()) == valid:  # not one line counted: a silent skip of the whole file
+            found = ", ".join(f"{project} {n}" for project, n in skipped.most_common(5))
+            raise InputError(
+                f"{WHAT} {path!r}: none of its {valid} lines is of the projects {','.join(sorted(self.projects))} "
+                f"(it holds {found}{' ...' if len(skipped) > 5 else ''}); give --projects with the codes it uses")
         if valid == 0 and first_bad is not None:
             number, reason, preview = first_bad
             raise InputError(

@@ -192,6 +192,9 @@ def test_bad_pageview_lines_are_counted_not_fatal(built):
     assert summary["pageview_lines_rejected_fields"] == 1
     assert summary["pageview_lines_rejected_count"] == 1
     assert summary["pageview_titles_namespaced_skipped"] == 1
+    assert summary["pageview_lines_skipped_project_de"] == summary["pageview_lines_skipped_project_en.d"] == 1
+    by_project = json.loads((out / "queries_summary.json").read_text())["pageview_lines_skipped_by_project"]
+    assert by_project == {"de": 1, "en.d": 1}
     assert "Tokyo" not in (out / "queries.txt").read_text().splitlines()  # 69 views < 70
 
 

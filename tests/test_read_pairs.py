@@ -43,9 +43,9 @@ def test_bad_rows_become_rejects_with_file_and_row(tmp_path):
     got = records(path)
     assert [(kind, r.get("reason")) for kind, r in got] == [
         ("candidate", None), ("reject", "bad_row"), ("reject", "missing_url"), ("reject", "bad_url"),
-        ("candidate", None)]
+        ("reject", "bad_encoding")]
     assert [r["source"].rsplit(":", 1)[1] for _, r in got] == ["1", "2", "3", "4", "5"]
-    assert "\ufffd" in got[4][1]["caption"]  # one bad byte costs a character, not the file
+    # one bad byte costs its row, counted, not the file; and the row is not silently altered
 
 
 def test_missing_file_or_column_is_a_whole_input_error_naming_it(tmp_path):

@@ -56,6 +56,7 @@ def openai_archive(model, path):
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit, which OpenAI's archives need
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")  # the trace only has to hold the weights
 def test_torchscript_archive_fp16(model, tmp_path):
     path = tmp_path / "ViT-tiny.pt"
     openai_archive(model, path)

@@ -3,6 +3,7 @@
 For each model (RN50, ViT-B/32 by default) both implementations get identical random weights (copied from ours
 into open_clip's, strictly), then encode_image on a batch of images and encode_text on a batch of captions are
 timed, alternating which goes first in each run; medians over the runs and the ratio ours/open_clip in items/s.
+"texts" are captions of 8-11 tokens (as alt texts are); "texts77" fill the whole 77-token context.
 Outputs are checked to agree before timing. No weights are downloaded (open_clip's pretrained=None).
 
     python bench/bench_encoders.py [--models RN50 ViT-B/32] [--image-batch 16] [--text-batch 64] [--runs 7]
@@ -56,6 +57,8 @@ def bench_model(name, args):
     size = ours.visual.input_resolution
     images = torch.randn(args.image_batch, 3, size, size, generator=torch.Generator().manual_seed(0)).to(args.device)
     tokens = encoders.tokenize((CAPTIONS * args.text_batch)[: args.text_batch]).to(args.device)
+    # Texts that fill all 77 positions: nothing to cut after the end token, the Transformer alone is compared.
+    full = encoders.tokenize([" ".join(["word"] * 100)] * args.text_batch).to(args.device)
     models = {"ours": ours, "open_clip": theirs}
     results = {}
     with torch.inference_mode(), autocast(args.device, args.precision):
@@ -66,6 +69,7 @@ def bench_model(name, args):
         for what, batch, call in (
             ("images", images, lambda m: m.encode_image(images)),
             ("texts", tokens, lambda m: m.encode_text(tokens)),
+            ("texts77", full, lambda m: m.encode_text(full)),
         ):
             for model in models.values():  # warm-up: kernel selection, allocator, caches
                 call(model)
@@ -77,7 +81,7 @@ def bench_model(name, args):
             rates = {key: len(batch) / statistics.median(t) for key, t in times.items()}
             results[what] = rates
             print(
-                f"{name:9} {what:6} ours {rates['ours']:9.1f}/s  open_clip {rates['open_clip']:9.1f}/s  "
+                f"{name:9} {what:7} ours {rates['ours']:9.1f}/s  open_clip {rates['open_clip']:9.1f}/s  "
                 f"ratio {rates['ours'] / rates['open_clip']:.2f}x  (batch {len(batch)}, {args.runs} runs)",
                 flush=True,
             )

@@ -69,7 +69,10 @@ def read_state_dict(path):
         else:
             state_dict = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise InputError(f"{path}: not a TorchScript archive nor a checkpoint of tensors ({e})") from e
+        raise InputError(
+            f"{path}: not a TorchScript archive nor a checkpoint of tensors ({e}); a training checkpoint holding "
+            "other Python objects loads with training.checkpoint.load_model"
+        ) from e
     if isinstance(state_dict, dict) and isinstance(state_dict.get("state_dict"), dict):
         state_dict = state_dict["state_dict"]
     if not isinstance(state_dict, dict) or not state_dict:

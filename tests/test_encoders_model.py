@@ -63,6 +63,14 @@ def test_outputs_equal_open_clip_fp32(pair):
         torch.testing.assert_close(got[key], expected[key], rtol=1e-5, atol=1e-5, msg=key)
 
 
+def test_short_texts_equal_open_clip(pair):
+    # A batch of short texts: our text tower cuts the padding after the last end token; open_clip runs all 77.
+    ours, theirs = pair
+    tokens = encoders.tokenize(["a dog", "a photo of a cat on a mat", ""])
+    with torch.no_grad():
+        torch.testing.assert_close(ours.encode_text(tokens), theirs.encode_text(tokens), rtol=1e-5, atol=1e-5)
+
+
 def test_open_clip_state_dict_loads_strictly_and_gives_its_outputs(pair):
     _, theirs = pair
     name = "tiny-RN" if hasattr(theirs.visual, "attnpool") else "tiny-ViT"

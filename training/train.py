@@ -142,16 +142,7 @@ class TextTokenizer:
         self.tokenizer, self.context_length = tokenizer, context_length
 
     def __call__(self, texts):
-        tokens = self.tokenizer(texts)
-        if tokens.shape[1] == self.context_length:
-            return tokens
-        out = torch.zeros(len(texts), self.context_length, dtype=tokens.dtype)
-        n = min(self.context_length, tokens.shape[1])
-        out[:, :n] = tokens[:, :n]
-        # A caption cut short still ends with the end-of-text token, whose feature the text encoder pools.
-        cut = tokens[:, n - 1] != 0 if tokens.shape[1] > n else torch.zeros(len(texts), dtype=torch.bool)
-        out[cut, n - 1] = self.tokenizer.eot_token
-        return out
+        return self.tokenizer(texts, context_length=self.context_length)
 
 
 def unwrap(model):

@@ -103,3 +103,21 @@ def test_user_mistakes_exit_2(shards, tmp_path, capsys, change, message):
             argv += change[i:i + 2]
     assert cli.main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_grad_checkpointing_gives_the_same_gradients():
+    from training.loss import ClipLoss
+
+    grads = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        model = encoders.create("tiny-RN")
+        model.train()
+        if checkpointing:
+            train.enable_grad_checkpointing(model)
+        images = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+        ClipLoss()(*model(images, encoders.tokenize(["a", "b c", "d", "e f g"]))).backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    assert all(torch.allclose(grads[0][n], grads[1][n], atol=1e-6) for n in grads[0])
+    assert set(model.state_dict()) == set(encoders.create("tiny-RN").state_dict())

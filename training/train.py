@@ -145,6 +145,21 @@ class TextTokenizer:
         return self.tokenizer(texts, context_length=self.context_length)
 
 
+def enable_grad_checkpointing(model) -> None:
+    """Recompute each residual block's activations in the backward pass instead of keeping them: memory for
+    compute, for batches that would not fit otherwise. Wraps the blocks' forward; the weights and their
+    names (the OpenAI layout) stay as they are."""
+    from torch.utils.checkpoint import checkpoint as recompute
+
+    from encoders.modified_resnet import Bottleneck
+    from encoders.transformer import ResidualAttentionBlock
+
+    for module in model.modules():
+        if isinstance(module, (ResidualAttentionBlock, Bottleneck)):
+            forward = module.forward
+            module.forward = lambda *a, _f=forward, **kw: recompute(_f, *a, use_reentrant=False, **kw)
+
+
 def unwrap(model):
     model = getattr(model, "module", model)  # DDP
     return getattr(model, "_orig_mod", model)  # torch.compile
@@ -261,7 +276,7 @@ def train(args, rank, world, device) -> int:
     total_steps = steps_per_epoch * args.epochs
 
     if args.grad_checkpointing:
-        unwrap(model).set_grad_checkpointing(True)
+        enable_grad_checkpointing(model)
     model.to(device)
     optimizer = torch.optim.AdamW(param_groups(model, args.wd), lr=args.lr, betas=(args.beta1, args.beta2),
                                   eps=args.eps)

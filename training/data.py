@@ -555,10 +555,9 @@ def make_loader(urls, *, batch_size: int, tokenizer, preprocess=None, image_size
         num_workers = len(shards) // world_size
     balance_probs = None
     if balance_t is not None:
-        counts = query_counts(shards)
-        balance_probs = keep_probabilities(counts, balance_t)
+        per_sample = [queries for url in shards for queries in _read_queries(url)[1]]
+        balance_probs = keep_probabilities(Counter(q for queries in per_sample for q in queries), balance_t)
         if num_samples is None:
-            per_sample = [q for url in shards for q in _read_queries(url)[1]]
             num_samples = int(expected_kept(per_sample, balance_probs))
     batches = None
     if fixed_length:

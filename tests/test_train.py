@@ -3,6 +3,7 @@ that was never stopped, gradient accumulation keeps the step's loss over the who
 with `load_model`, and user mistakes exit 2 with a message."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -121,3 +122,10 @@ def test_grad_checkpointing_gives_the_same_gradients():
     assert grads[0].keys() == grads[1].keys()
     assert all(torch.allclose(grads[0][n], grads[1][n], atol=1e-6) for n in grads[0])
     assert set(model.state_dict()) == set(encoders.create("tiny-RN").state_dict())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_on_gpu(shards, tmp_path, precision):
+    lines = run(shards, tmp_path, "--epochs", "1", "--workers", "2", "--precision", precision, "--device", "cuda")
+    assert all(math.isfinite(x) for x in losses(lines)) and len(losses(lines)) == 8

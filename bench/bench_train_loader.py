@@ -8,8 +8,9 @@ The shards are what `openwit build` writes by default (256x256 JPEG, quality 95,
 made from random crops of the photographs. Each run is its own process on ONE core (OMP_NUM_THREADS=1, no
 loader workers): read + decode + RandomResizedCrop(224, scale 0.9-1) + normalise + tokenize + batch.
 Both sides output what the model takes; ours ships uint8 from its workers and normalises after (on the GPU
-when training there; here on the CPU, counted). Reported: samples/s of the loop and of the whole command
-(imports and start-up included), medians over --runs, alternating the two loaders.
+when training there; here on the CPU, counted). Reported: samples per CPU-second (= samples/s per core,
+what a machine shared with other jobs can still measure) of the loop and of the whole command (imports and
+start-up included), and wall-clock samples/s; medians over --runs, alternating the two loaders.
 
 open_clip_train 3.3.0 needs webdataset <= 0.2.86; with webdataset 1.0 (ours) its group_by_keys_nothrow
 fails with KeyError 'fname' on the end-of-shard marker ({}) that webdataset 1.0's tar_file_expander yields.
@@ -22,6 +23,7 @@ import io
 import json
 import os
 import random
+import resource
 import statistics
 import subprocess
 import sys
@@ -79,11 +81,11 @@ def run_ours(pattern: str, batch: int) -> tuple[int, float]:
     loader = data.make_loader(pattern, batch_size=batch, tokenizer=TextTokenizer(encoders.Tokenizer(), 77),
                               image_size=224, num_workers=0)
     loader.set_epoch(0)
-    start, n = time.perf_counter(), 0
+    start, cpu, n = time.perf_counter(), time.process_time(), 0
     for b in loader:
         images = data.to_model_input(b["images"], "cpu")  # the normalisation the GPU would do, on the CPU
         n += images.shape[0]
-    return n, time.perf_counter() - start
+    return n, time.perf_counter() - start, time.process_time() - cpu
 
 
 def run_open_clip(pattern: str, batch: int) -> tuple[int, float]:
@@ -102,10 +104,10 @@ def run_open_clip(pattern: str, batch: int) -> tuple[int, float]:
         batch_size=batch, workers=0, world_size=1, train_data_upsampling_factors=None)
     preprocess = open_clip.image_transform(224, is_train=True)  # RandomResizedCrop(0.9-1), bicubic, normalise
     info = ocd.get_wds_dataset(args, preprocess, is_train=True, tokenizer=open_clip.get_tokenizer("ViT-B-32"))
-    start, n = time.perf_counter(), 0
+    start, cpu, n = time.perf_counter(), time.process_time(), 0
     for images, _texts in info.dataloader:
         n += images.shape[0]
-    return n, time.perf_counter() - start
+    return n, time.perf_counter() - start, time.process_time() - cpu
 
 
 def main():
@@ -119,32 +121,35 @@ def main():
     p.add_argument("--pattern", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.one:
-        n, seconds = (run_ours if args.one == "ours" else run_open_clip)(args.pattern, args.batch_size)
-        print(json.dumps({"samples": n, "seconds": seconds}))
+        n, seconds, cpu = (run_ours if args.one == "ours" else run_open_clip)(args.pattern, args.batch_size)
+        print(json.dumps({"samples": n, "seconds": seconds, "cpu_seconds": cpu}))
         return
     pattern = make_shards(args.photos, args.shards, args.per_shard)
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=ROOT)
     results = {"ours": [], "open_clip": []}
     for _ in range(args.runs):
         for name in results:
-            start = time.perf_counter()
+            start, cpu_before = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
             out = subprocess.run([sys.executable, __file__, "--one", name, "--pattern", pattern,
                                   "--batch-size", str(args.batch_size)], env=env, capture_output=True, text=True)
             whole = time.perf_counter() - start
+            cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            whole_cpu = (cpu_after.ru_utime + cpu_after.ru_stime) - (cpu_before.ru_utime + cpu_before.ru_stime)
             if out.returncode != 0:
                 sys.exit(f"{name} failed:\n{out.stderr[-3000:]}")
             r = json.loads(out.stdout.strip().splitlines()[-1])
-            results[name].append((r["samples"] / r["seconds"], r["samples"] / whole, r["samples"]))
-            print(f"{name:9s} {r['samples']} samples  loop {results[name][-1][0]:7.1f}/s  "
-                  f"whole command {results[name][-1][1]:7.1f}/s", flush=True)
-    loop = {k: statistics.median(x[0] for x in v) for k, v in results.items()}
-    whole = {k: statistics.median(x[1] for x in v) for k, v in results.items()}
+            n = r["samples"]
+            results[name].append({"loop/cpu-s": n / r["cpu_seconds"], "command/cpu-s": n / whole_cpu,
+                                  "loop/s": n / r["seconds"], "command/s": n / whole})
+            print(f"{name:9s} {n} samples  " + "  ".join(f"{k} {v:7.1f}" for k, v in results[name][-1].items()),
+                  flush=True)
     print(f"\nmedians over {args.runs} runs, one core, batch {args.batch_size}, "
-          f"{args.shards}x{args.per_shard} samples of 256x256 JPEG:")
-    for k in results:
-        print(f"  {k:9s} loop {loop[k]:7.1f} samples/s   whole command {whole[k]:7.1f} samples/s")
-    print(f"  ratio ours/open_clip: loop {loop['ours'] / loop['open_clip']:.2f}x, "
-          f"whole command {whole['ours'] / whole['open_clip']:.2f}x")
+          f"{args.shards}x{args.per_shard} samples of 256x256 JPEG (samples per CPU-second, and per wall second):")
+    med = {k: {m: statistics.median(r[m] for r in v) for m in v[0]} for k, v in results.items()}
+    for k, v in med.items():
+        print(f"  {k:9s} " + "  ".join(f"{m} {x:7.1f}" for m, x in v.items()))
+    print("  ratio ours/open_clip: " + "  ".join(
+        f"{m} {med['ours'][m] / med['open_clip'][m]:.2f}x" for m in med["ours"]))
 
 
 if __name__ == "__main__":

@@ -5,8 +5,9 @@ batch, precision, loader workers and shards, one epoch each, alternating; median
     python bench/bench_train_step.py --runs 3
 
 On this CPU: the tiny-RN config (encoders/configs/tiny-RN.json, given to open_clip as the same config in its
-format), fp32. Reported: samples/s of the steps each trainer logs (after its first logged interval) and of
-the whole command. open_clip_train runs with webdataset's end-of-shard marker turned off (see
+format), fp32. Reported: samples/s of the steps each trainer logs (after its first logged interval), and
+of the whole command per wall second and per CPU-second (all its processes: what a shared machine can
+still compare). open_clip_train runs with webdataset's end-of-shard marker turned off (see
 bench/bench_train_loader.py: its KeyError 'fname' under webdataset 1.0).
 """
 
@@ -14,6 +15,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -46,19 +48,27 @@ main(sys.argv[1:])
 """
 
 
+def timed(cmd, cwd):
+    """(completed process, wall seconds, CPU seconds of it and its waited-for descendants)."""
+    before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd)
+    wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
+    if out.returncode != 0:
+        sys.exit(f"{cmd[:4]} failed:\n{out.stderr[-3000:]}")
+    return out, wall, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+
+
 def run_ours(work, args):
     logs = os.path.join(work, "ours")
     cmd = [sys.executable, "-m", "openwit", "train", "--train-data", SHARDS, "--model", "tiny-RN",
            "--batch-size", str(args.batch_size), "--epochs", "1", "--workers", str(args.workers),
            "--precision", "fp32", "--warmup", "10", "--logs", logs, "--log-every", "5", "--no-progress",
            "--save-every", "100000"]
-    start = time.perf_counter()
-    subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT)
-    whole = time.perf_counter() - start
+    _, whole, cpu = timed(cmd, ROOT)
     lines = [json.loads(x) for x in open(os.path.join(logs, "metrics.jsonl"))]
     rates = [x["samples_per_s"] for x in lines if "samples_per_s" in x][1:]
     samples = json.load(open(os.path.join(logs, "config.json")))["steps_per_epoch"] * args.batch_size
-    return statistics.median(rates), samples / whole
+    return statistics.median(rates), samples / whole, samples / cpu
 
 
 def run_open_clip(work, args):
@@ -73,15 +83,11 @@ def run_open_clip(work, args):
            "--batch-size", str(args.batch_size), "--epochs", "1", "--workers", str(args.workers),
            "--precision", "fp32", "--warmup", "10", "--logs", os.path.join(work, "oc_logs"), "--name", "run",
            "--log-every-n-steps", "5", "--save-frequency", "0", "--device", "cpu"]
-    start = time.perf_counter()
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=work)
-    whole = time.perf_counter() - start
-    if out.returncode != 0:
-        sys.exit(f"open_clip_train failed:\n{out.stderr[-3000:]}")
+    _, whole, cpu = timed(cmd, work)
     log = open(os.path.join(work, "oc_logs", "run", "out.log")).read()
     rates = [float(x) for x in re.findall(r"([\d.]+)/s/gpu", log)][1:]
     samples = 2000 // args.batch_size * args.batch_size  # the 8 x 250 shards, whole batches
-    return statistics.median(rates), samples / whole
+    return statistics.median(rates), samples / whole, samples / cpu
 
 
 def main():
@@ -98,14 +104,14 @@ def main():
                 results[name].append(fn(work, args))
             finally:
                 shutil.rmtree(work, ignore_errors=True)
-            print(f"{name:9s} steps {results[name][-1][0]:7.1f} samples/s  whole {results[name][-1][1]:7.1f} "
-                  "samples/s", flush=True)
-    med = {k: (statistics.median(x[0] for x in v), statistics.median(x[1] for x in v)) for k, v in results.items()}
-    print(f"\nmedians over {args.runs} runs (tiny-RN, fp32, batch {args.batch_size}, {args.workers} worker):")
-    for k, (steps, whole) in med.items():
-        print(f"  {k:9s} steps {steps:7.1f} samples/s   whole command {whole:7.1f} samples/s")
-    print(f"  ratio ours/open_clip: steps {med['ours'][0] / med['open_clip'][0]:.2f}x, "
-          f"whole command {med['ours'][1] / med['open_clip'][1]:.2f}x")
+            print(f"{name:9s} steps {results[name][-1][0]:7.1f}/s  whole {results[name][-1][1]:7.1f}/s  "
+                  f"whole {results[name][-1][2]:7.1f}/cpu-s", flush=True)
+    med = {k: [statistics.median(x[i] for x in v) for i in range(3)] for k, v in results.items()}
+    print(f"\nmedians over {args.runs} runs (tiny-RN, fp32, batch {args.batch_size}, {args.workers} worker), samples:")
+    for k, (steps, whole, cpu) in med.items():
+        print(f"  {k:9s} steps {steps:7.1f}/s   whole command {whole:7.1f}/s   {cpu:7.1f}/cpu-s")
+    print("  ratio ours/open_clip: " + ", ".join(
+        f"{m} {med['ours'][i] / med['open_clip'][i]:.2f}x" for i, m in enumerate(("steps", "whole", "cpu"))))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ setup(
     extras_require={
         "dev": requirements("requirements-dev.txt"),
         # CPU build on these machines; pick the CUDA wheel for your GPU from pytorch.org when training there.
-        "train": ["torch==2.13.0", "regex==2026.11.19"],
+        "train": ["torch==2.13.0", "regex==2026.11.19", "tqdm==4.70.1"],  # tqdm: the progress bar of openwit train
     },
     entry_points={
         "console_scripts": [

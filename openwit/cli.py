@@ -16,6 +16,7 @@ SUBCOMMANDS = {
     "queries": ("queries.build_queries", "build the query list from Wikipedia dumps, page views and WordNet"),
     "eval-index": ("dedup.build_index", "build a near-duplicate index of evaluation sets"),
     "report": ("pipeline.report", "(re)write the dataset card OUT/report.html from a build's output folder"),
+    "train": ("training.train", "train CLIP on the shards (one process, or torchrun for DDP)"),
 }
 
 

@@ -45,11 +45,14 @@ def compute_stats(n_candidates: int, reject_counts: dict, shard_stats: list[dict
 
 
 def write_overlap(eval_set_and_matches, output: str) -> tuple:
-    """overlap/{eval_set}.parquet from all the matches of one eval set; returns (eval set, matches)."""
+    """overlap/{eval_set}.parquet from all the matches of one eval set; returns (eval set, counts): eval items
+    with a match and samples matched (a match record is one (item, sample, method), so counting records
+    would count one leaked image several times)."""
     eval_set, matches = eval_set_and_matches
     table = overlap_table(matches)
     _write_parquet(overlap_path(output, eval_set), table)
-    return eval_set, table.num_rows
+    return eval_set, {"items": len(set(table.column("eval_id").to_pylist())),
+                      "samples": len(set(table.column("sample_key").to_pylist()))}
 
 
 def write_totals(output: str, queries: list[str], n_candidates: int, reject_counts: dict, shard_stats: list[dict],
@@ -79,14 +82,15 @@ def write_totals(output: str, queries: list[str], n_candidates: int, reject_coun
     return stats
 
 
-def render_report(stats: dict, top_queries: list, overlaps: dict[str, int]) -> str:
+def render_report(stats: dict, top_queries: list, overlaps: dict[str, dict]) -> str:
     esc = html.escape
     rows = "".join(
         f"<tr><td>{esc(stage)}</td><td>{esc(reason)}</td><td>{n}</td></tr>"
         for stage, reasons in stats["rejected"].items() for reason, n in reasons.items()
     )
     queries = "".join(f"<tr><td>{esc(q)}</td><td>{c}</td><td>{k}</td></tr>" for k, c, q in top_queries)
-    evals = "".join(f"<tr><td>{esc(name)}</td><td>{n}</td></tr>" for name, n in sorted(overlaps.items()))
+    evals = "".join(f"<tr><td>{esc(name)}</td><td>{n['items']}</td><td>{n['samples']}</td></tr>"
+                    for name, n in sorted(overlaps.items()))
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>OpenWIT dataset card</title>
 <style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}table{{border-collapse:collapse}}
@@ -99,6 +103,9 @@ td,th{{border:1px solid #ccc;padding:2px 8px}}</style></head><body>
 <h2>Queries with most kept samples</h2>
 <table><tr><th>query</th><th>candidates</th><th>kept</th></tr>{queries}</table>
 <h2>Evaluation-set overlap</h2>
-<table><tr><th>eval set</th><th>matches</th></tr>{evals or '<tr><td colspan=2>none checked or found</td></tr>'}</table>
+<table><tr><th>eval set</th><th>eval items with a match</th><th>samples matched</th></tr>
+{evals or '<tr><td colspan=3>none checked or found</td></tr>'}</table>
+<!--overlap-report--><p>Accuracy on the Overlap and Clean splits: run <code>openwit overlap --build OUT
+--predictions P.parquet</code> (the CLIP paper's overlap analysis); it links its report here.</p><!--/overlap-report-->
 </body></html>
 """

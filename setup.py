@@ -17,7 +17,7 @@ setup(
     long_description=(here / "README.md").read_text(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=["openwit", "pipeline", "queries", "dedup", "encoders"],
+    packages=["openwit", "pipeline", "queries", "dedup", "encoders", "training"],
     install_requires=requirements("requirements.txt"),
     extras_require={
         "dev": requirements("requirements-dev.txt"),

@@ -15,6 +15,7 @@ SUBCOMMANDS = {
     "demo-web": ("openwit.demo_web", "write the demo web to a folder and/or serve it on 127.0.0.1"),
     "queries": ("queries.build_queries", "build the query list from Wikipedia dumps, page views and WordNet"),
     "eval-index": ("dedup.build_index", "build a near-duplicate index of evaluation sets"),
+    "train": ("training.train", "train CLIP on the shards (one process, or torchrun for DDP)"),
     "overlap": ("dedup.overlap_report", "the CLIP paper's overlap report: accuracy on Overlap vs Clean items"),
 }
 

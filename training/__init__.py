@@ -1,0 +1,1 @@
+"""Training CLIP on OpenWIT shards: loader (data), loss, schedule, checkpoints and the `openwit train` loop."""

@@ -17,6 +17,8 @@ SUBCOMMANDS = {
     "eval-index": ("dedup.build_index", "build a near-duplicate index of evaluation sets"),
     "train": ("training.train", "train CLIP on the shards (one process, or torchrun for DDP)"),
     "overlap": ("dedup.overlap_report", "the CLIP paper's overlap report: accuracy on Overlap vs Clean items"),
+    "zeroshot": ("training.zeroshot", "zero-shot classification and retrieval of a CLIP checkpoint on eval sets"),
+    "linear-probe": ("training.linear_probe", "logistic regression on frozen CLIP features (and few-shot probes)"),
 }
 
 

@@ -18,11 +18,13 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=["openwit", "pipeline", "queries", "dedup", "encoders", "training"],
+    # The model sizes and CLIP's BPE merges travel with the package.
+    package_data={"encoders": ["configs/*.json", "bpe_clip_49408.txt.gz", "LICENSE-bpe"]},
     install_requires=requirements("requirements.txt"),
     extras_require={
         "dev": requirements("requirements-dev.txt"),
         # CPU build on these machines; pick the CUDA wheel for your GPU from pytorch.org when training there.
-        "train": ["torch==2.13.0"],
+        "train": ["torch==2.13.0", "regex==2026.11.19"],
     },
     entry_points={
         "console_scripts": [

@@ -18,6 +18,7 @@ SUBCOMMANDS = {
     "train": ("training.train", "train CLIP on the shards (one process, or torchrun for DDP)"),
     "overlap": ("dedup.overlap_report", "the CLIP paper's overlap report: accuracy on Overlap vs Clean items"),
     "zeroshot": ("training.zeroshot", "zero-shot classification and retrieval of a CLIP checkpoint on eval sets"),
+    "experiment": ("openwit.experiment", "offline miniature of the CLIP paper: build, train, zero-shot, overlap"),
     "linear-probe": ("training.linear_probe", "logistic regression on frozen CLIP features (and few-shot probes)"),
 }
 

@@ -61,6 +61,7 @@ class EvalImage:
 class ExperimentWeb:
     site: DemoSite
     eval_images: list[EvalImage] = field(default_factory=list)
+    probe_images: list[EvalImage] = field(default_factory=list)  # labelled training split for linear probes
     leaked: dict[str, str] = field(default_factory=dict)  # "eval_set/eval_id" -> transformation
     copy_of: dict[str, str] = field(default_factory=dict)  # web path of a leaked copy -> "eval_set/eval_id"
 
@@ -156,20 +157,28 @@ def queries() -> list[str]:
                    *(f"{c} {s}" for c in COLOURS for s in SHAPES)})
 
 
-def generate(seed: int = 0, pictures: int = 600, eval_per_class: int = 10, leak_fraction: float = 0.1,
-             images_per_page: int = 20) -> ExperimentWeb:
-    """The web (pictures + leaked eval copies on HTML pages) and the eval sets, all from `seed`."""
-    web_rng, eval_rng = random.Random(f"web/{seed}"), random.Random(f"eval/{seed}")
-    web = ExperimentWeb(DemoSite(queries=queries()))
-
+def labelled_images(rng: random.Random, per_class: int) -> list[EvalImage]:
+    """`per_class` single-shape pictures of each colour (set "colours") and of each shape (set "shapes")."""
+    images = []
     for eval_set, classes in (("colours", list(COLOURS)), ("shapes", SHAPES)):
         for label in classes:
-            for k in range(eval_per_class):
-                colour = label if eval_set == "colours" else eval_rng.choice(list(COLOURS))
-                shape = label if eval_set == "shapes" else eval_rng.choice(SHAPES)
+            for k in range(per_class):
+                colour = label if eval_set == "colours" else rng.choice(list(COLOURS))
+                shape = label if eval_set == "shapes" else rng.choice(SHAPES)
                 out = io.BytesIO()
-                draw_picture(eval_rng, eval_rng.choice(SIZES), colour, shape, 1).save(out, "PNG")
-                web.eval_images.append(EvalImage(eval_set, label, colour, shape, out.getvalue(), f"{k:04d}.png"))
+                draw_picture(rng, rng.choice(SIZES), colour, shape, 1).save(out, "PNG")
+                images.append(EvalImage(eval_set, label, colour, shape, out.getvalue(), f"{k:04d}.png"))
+    return images
+
+
+def generate(seed: int = 0, pictures: int = 600, eval_per_class: int = 10, leak_fraction: float = 0.1,
+             probe_per_class: int = 0, images_per_page: int = 20) -> ExperimentWeb:
+    """The web (pictures + leaked eval copies on HTML pages), the eval sets and the probes' training split,
+    each from its own stream of `seed`, so they are disjoint draws and one does not shift another."""
+    web_rng = random.Random(f"web/{seed}")
+    web = ExperimentWeb(DemoSite(queries=queries()))
+    web.eval_images = labelled_images(random.Random(f"eval/{seed}"), eval_per_class)
+    web.probe_images = labelled_images(random.Random(f"probe/{seed}"), probe_per_class)
 
     entries = []  # (path, body, content type, alt)
     for i in range(pictures):
@@ -203,10 +212,11 @@ def generate(seed: int = 0, pictures: int = 600, eval_per_class: int = 10, leak_
     return web
 
 
-def write_eval_sets(web: ExperimentWeb, folder: str) -> dict[str, str]:
-    """Each eval set as an ImageFolder under `folder`; returns {name: path} for --eval-set NAME=PATH."""
+def write_eval_sets(web: ExperimentWeb, folder: str, probe: bool = False) -> dict[str, str]:
+    """Each eval set (or with `probe`, its probe training split) as an ImageFolder under `folder`;
+    returns {name: path} for --eval-set NAME=PATH."""
     paths = {}
-    for item in web.eval_images:
+    for item in web.probe_images if probe else web.eval_images:
         paths[item.eval_set] = os.path.join(folder, item.eval_set)
         os.makedirs(os.path.join(paths[item.eval_set], item.label), exist_ok=True)
         with open(os.path.join(paths[item.eval_set], item.label, item.name), "wb") as f:

@@ -79,8 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     tick = time.perf_counter()
     web = experiment_web.generate(args.seed, pictures=args.pictures, eval_per_class=args.eval_per_class,
                                   probe_per_class=args.probe_per_class, leak_fraction=args.leak_fraction)
-    eval_paths = experiment_web.write_eval_sets(web, path("eval"))
-    probe_paths = experiment_web.write_eval_sets(web, path("probe-train"), probe=True)
+    eval_paths = experiment_web.write_image_folders(web.eval_images, path("eval"))
+    probe_paths = experiment_web.write_image_folders(web.probe_images, path("probe-train"))
     timings["generate"] = round(time.perf_counter() - tick, 1)
     eval_specs = [f"{name}={p}" for name, p in sorted(eval_paths.items())]
     print(f"experiment web: {len(web.site.pairs)} pictures ({len(web.leaked)} leaked eval copies), "

@@ -212,11 +212,11 @@ def generate(seed: int = 0, pictures: int = 600, eval_per_class: int = 10, leak_
     return web
 
 
-def write_eval_sets(web: ExperimentWeb, folder: str, probe: bool = False) -> dict[str, str]:
-    """Each eval set (or with `probe`, its probe training split) as an ImageFolder under `folder`;
+def write_image_folders(images: list[EvalImage], folder: str) -> dict[str, str]:
+    """Each set of `images` (web.eval_images, web.probe_images) as an ImageFolder under `folder`;
     returns {name: path} for --eval-set NAME=PATH."""
     paths = {}
-    for item in web.probe_images if probe else web.eval_images:
+    for item in images:
         paths[item.eval_set] = os.path.join(folder, item.eval_set)
         os.makedirs(os.path.join(paths[item.eval_set], item.label), exist_ok=True)
         with open(os.path.join(paths[item.eval_set], item.label, item.name), "wb") as f:

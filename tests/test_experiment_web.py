@@ -31,7 +31,7 @@ def test_captions_name_the_colour_and_shape_and_pictures_show_the_colour():
 
 def test_eval_sets_are_image_folders_and_their_leaked_copies_are_found(tmp_path):
     web = ew.generate(0, pictures=40, eval_per_class=2, leak_fraction=0.15)
-    paths = ew.write_eval_sets(web, str(tmp_path))
+    paths = ew.write_image_folders(web.eval_images, str(tmp_path))
     colours = list(read_eval_set(paths["colours"]))
     assert len(colours) == 2 * len(ew.COLOURS) and {i.label for i in colours} == set(ew.COLOURS)
     assert len(list(read_eval_set(paths["shapes"]))) == 2 * len(ew.SHAPES)

@@ -81,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
                                   probe_per_class=args.probe_per_class, leak_fraction=args.leak_fraction)
     eval_paths = experiment_web.write_image_folders(web.eval_images, path("eval"))
     probe_paths = experiment_web.write_image_folders(web.probe_images, path("probe-train"))
+    with open(path("leaked.json"), "w") as f:  # the truth the overlap detection is scored against
+        json.dump(web.leaked, f, indent=2, sort_keys=True)
     timings["generate"] = round(time.perf_counter() - tick, 1)
     eval_specs = [f"{name}={p}" for name, p in sorted(eval_paths.items())]
     print(f"experiment web: {len(web.site.pairs)} pictures ({len(web.leaked)} leaked eval copies), "

@@ -272,14 +272,12 @@ def read_overlap_ids(build: str, methods: Iterable[str]) -> dict[str, set[str]]:
     """eval set -> ids of its items with a match of one of `methods` in the build's overlap records."""
     from apache_beam.io.filesystems import FileSystems
 
+    if not FileSystems.exists(FileSystems.join(build, "stats.json")):
+        raise InputError(f"--build {build!r} is not a finished OpenWIT build (no stats.json); give the "
+                         "--output folder of `openwit build`")
     try:
-        if not FileSystems.exists(FileSystems.join(build, "stats.json")):
-            raise InputError(f"--build {build!r} is not a finished OpenWIT build (no stats.json); give the "
-                             "--output folder of `openwit build`")
         found = FileSystems.match([FileSystems.join(build, "overlap", "*.parquet")])[0].metadata_list
-    except InputError:
-        raise
-    except Exception as e:
+    except Exception as e:  # each Beam filesystem raises its own error types
         raise InputError(f"--build {build!r} cannot be listed: {e}") from e
     wanted = set(methods)
     out: dict[str, set[str]] = {}

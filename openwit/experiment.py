@@ -22,20 +22,21 @@ import sys
 import time
 
 from openwit.errors import InputError
+from openwit.experiment_web import COLOURS, SHAPES
 
-CHANCE = {"colours": 1 / 8, "shapes": 1 / 6}
+CHANCE = {"colours": 1 / len(COLOURS), "shapes": 1 / len(SHAPES)}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="openwit experiment", description=__doc__.split("\n\n")[0])
     ap.add_argument("--output", default="experiment-out", help="folder for every step's outputs")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--pictures", type=int, default=3000, help="pictures on the web (besides leaked copies)")
+    ap.add_argument("--pictures", type=int, default=2000, help="pictures on the web (besides leaked copies)")
     ap.add_argument("--eval-per-class", type=int, default=25, help="eval images per class")
     ap.add_argument("--probe-per-class", type=int, default=20, help="labelled images per class for the probe")
     ap.add_argument("--leak-fraction", type=float, default=0.1, help="share of eval images copied onto the web")
     ap.add_argument("--model", default="tiny-RN", help="encoders model name (tiny-RN, tiny-ViT, RN50, ...)")
-    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--image-size", type=int, default=64, help="side of the stored images (build)")
@@ -98,6 +99,11 @@ def main(argv: list[str] | None = None) -> int:
             "--samples-per-shard", str(max(50, args.pictures // 4)), "--eval-index", index,
             "--decontaminate", "report"])
     shards = sorted(glob.glob(path("build", "shards", "*.tar")))
+    import torch
+
+    # One loader worker decodes on one core; training threads take the rest. On 2 cores, two training
+    # threads beside the worker oversubscribe the machine and a step takes several times longer.
+    torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
     timed("train", train.main, [
         "--train-data", "::".join(shards), "--model", args.model, "--epochs", str(args.epochs),
         "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--wd", "0.1",

@@ -119,10 +119,9 @@ def retrieval(image_feats: np.ndarray, text_feats: np.ndarray, text_image: list[
 
 
 def evaluate(model, tokenizer, eval_set: EvalSet, templates: list[str], classnames: dict[str, str],
-             batch_size: int = 64, device="cpu", feats: np.ndarray | None = None) -> tuple[list[dict], dict]:
+             batch_size: int = 64, device="cpu") -> tuple[list[dict], dict]:
     """Zero-shot predictions and metrics of one eval set (classification if labelled, retrieval if captioned)."""
-    if feats is None:
-        feats = image_features(model, eval_set.images, batch_size, device)
+    feats = image_features(model, eval_set.images, batch_size, device)
     rows, metrics = [], {"templates": len(templates)}
     classes = sorted({label for label in eval_set.labels if label is not None})
     if classes:

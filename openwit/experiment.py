@@ -21,6 +21,8 @@ import os
 import sys
 import time
 
+import pyarrow.parquet as pq
+
 from openwit.errors import InputError
 from openwit.experiment_web import COLOURS, SHAPES
 
@@ -90,7 +92,10 @@ def main(argv: list[str] | None = None) -> int:
           f"eval sets {', '.join(f'{n} ({len(os.listdir(p))} classes)' for n, p in sorted(eval_paths.items()))}")
 
     index = path("eval.idx")
-    timed("eval-index", build_index.main, [a for s in eval_specs for a in ("--eval-set", s)] + ["--output", index])
+    # Radius 4, not the default 8: flat synthetic graphics collide in pHash space (DESIGN.md §4); at 8 a third
+    # of these eval images "match" some unrelated picture, at 4 every leaked copy and nothing else does.
+    timed("eval-index", build_index.main, [a for s in eval_specs for a in ("--eval-set", s)] +
+          ["--radius", "4", "--output", index])
     with DemoWebServer(web.site) as base_url:
         pairs, queries = write_inputs(web.site, base_url, path("input"))
         timed("build", build_wit.main, [
@@ -139,8 +144,15 @@ def summarise(out: str, args, web, timings: dict, seconds: float) -> dict:
 
     stats = load("build", "stats.json")
     overlap = {r["eval_set"]: r for r in load("overlap_report", "report.json")["eval_sets"]}
+    detected: dict[str, set] = {}
+    for name in CHANCE:
+        p = os.path.join(out, "build", "overlap", f"{name}.parquet")
+        if os.path.exists(p):
+            detected[name] = {f"{name}/{i}" for i in pq.read_table(p, columns=["eval_id"]).column(0).to_pylist()}
     sets = {}
     for name in sorted(CHANCE):
+        leaked = {k for k in web.leaked if k.startswith(name + "/")}
+        found = detected.get(name, set())
         zs = load("zeroshot", name, "metrics.json")["eval_sets"][name]
         probe = load("linear-probe", name, "metrics.json")
         sets[name] = {"chance": CHANCE[name], "zeroshot_top1": zs["top1"], "zeroshot_top5": zs["top5"],
@@ -149,7 +161,10 @@ def summarise(out: str, args, web, timings: dict, seconds: float) -> dict:
                       "few_shot": ({k: v["mean"] for k, v in probe["eval_sets"][name].get("few_shot", {}).items()}
                                    if probe else None),
                       "overlap": {k: overlap[name][k] for k in ("n_overlap", "overlap_pct", "acc_overlap",
-                                                                "acc_clean", "all_minus_clean", "p_value")}}
+                                                                "acc_clean", "all_minus_clean", "p_value")},
+                      # The detector scored against the truth: which eval images were really copied.
+                      "leaked": len(leaked), "leaks_detected": len(leaked & found),
+                      "false_detections": len(found - leaked)}
     result = {"seed": args.seed, "model": args.model, "epochs": args.epochs, "pictures": len(web.site.pairs),
               "leaked": len(web.leaked), "kept": stats["kept"], "seconds": round(seconds, 1), "timings": timings,
               "eval_sets": sets}
@@ -157,12 +172,14 @@ def summarise(out: str, args, web, timings: dict, seconds: float) -> dict:
     lines = [f"# openwit experiment (seed {args.seed}, {args.model}, {args.epochs} epochs, "
              f"{stats['kept']} training pairs, {round(seconds)} s)", "",
              "| eval set | chance | zero-shot top-1 | top-5 | linear probe | few-shot (1/2/4/8 per class) "
-             "| overlap | acc Overlap | acc Clean |", "|---|---:|---:|---:|---:|---|---:|---:|---:|"]
+             "| overlap (leaked / detected / false) | acc Overlap | acc Clean |",
+             "|---|---:|---:|---:|---:|---|---:|---:|---:|"]
     for name, s in sets.items():
         few = "/".join(pct(v) for v in (s["few_shot"] or {}).values()) or "–"
         o = s["overlap"]
         lines.append(f"| {name} | {pct(s['chance'])} | {pct(s['zeroshot_top1'])} | {pct(s['zeroshot_top5'])} "
-                     f"| {pct(s['linear_probe_top1'])} | {few} | {o['n_overlap']} ({o['overlap_pct']:.1f}%) "
+                     f"| {pct(s['linear_probe_top1'])} | {few} | {o['n_overlap']} ({o['overlap_pct']:.1f}%: {s['leaked']} / "
+                     f"{s['leaks_detected']} / {s['false_detections']}) "
                      f"| {pct(o['acc_overlap'])} | {pct(o['acc_clean'])} |")
     lines += ["", "Overlap report: overlap_report/report.md; steps: " +
               ", ".join(f"{k} {v} s" for k, v in timings.items())]

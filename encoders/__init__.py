@@ -21,8 +21,9 @@ def preprocess(name_or_size, train=False):
 
 
 def train_tokenizer(captions, vocab_size, out_path):
-    """Learn BPE merges for a vocabulary of vocab_size tokens from captions; write them where Tokenizer loads."""
-    from encoders.train_tokenizer import train_tokenizer as train
+    """Learn BPE merges for a vocabulary of vocab_size tokens from captions; write them where Tokenizer loads.
+    (The module is train_bpe, not train_tokenizer, so importing it cannot shadow this function.)"""
+    from encoders.train_bpe import train_tokenizer as train
 
     return train(captions, vocab_size, out_path)
 

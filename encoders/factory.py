@@ -6,6 +6,8 @@ name as the paper writes it with '/' replaced by '-' ("ViT-B/32" -> ViT-B-32.jso
 
 import json
 import re
+import warnings
+import zipfile
 from pathlib import Path
 
 from openwit.errors import InputError
@@ -59,20 +61,32 @@ def read_state_dict(path):
     if not path.is_file():
         raise InputError(f"{path}: no such checkpoint file")
     try:
-        # OpenAI ships TorchScript archives (zip files holding code and constants); torch.jit.load reads them
-        # without executing pickled Python.
-        state_dict = torch.jit.load(str(path), map_location="cpu").state_dict()
-    except RuntimeError:
-        try:
+        if _is_torchscript(path):
+            # OpenAI ships TorchScript archives; torch.jit.load reads them without running pickled Python.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                state_dict = torch.jit.load(str(path), map_location="cpu").state_dict()
+        else:
             state_dict = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise InputError(f"{path}: not a TorchScript archive nor a checkpoint of tensors ({e})") from e
+    except Exception as e:
+        raise InputError(
+            f"{path}: not a TorchScript archive nor a checkpoint of tensors ({e}); a training checkpoint holding "
+            "other Python objects loads with training.checkpoint.load_model"
+        ) from e
     if isinstance(state_dict, dict) and isinstance(state_dict.get("state_dict"), dict):
         state_dict = state_dict["state_dict"]
     if not isinstance(state_dict, dict) or not state_dict:
         raise InputError(f"{path}: expected a state dict (names -> tensors), found {type(state_dict).__name__}")
     state_dict = {_strip_module(k): v for k, v in state_dict.items() if k not in TORCHSCRIPT_ATTRIBUTES}
     return state_dict
+
+
+def _is_torchscript(path):
+    """TorchScript archives are zip files like torch.save's, but they carry the model's code."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any("/code/" in name for name in archive.namelist())
 
 
 def _strip_module(key):

@@ -32,9 +32,15 @@ class TextTransformer(nn.Module):
     def encode_text(self, tokens, normalize=False):
         """tokens: LongTensor [batch, context_length] from the tokenizer -> features [batch, embed_dim]."""
         dtype = self.text_projection.dtype
-        x = self.token_embedding(tokens).to(dtype) + self.positional_embedding.to(dtype)
-        x = self.ln_final(self.transformer(x))
         # The feature is read at the end-of-text token, the largest id in each row (the tokenizer puts its
-        # two special tokens last in the vocabulary). Causal attention makes it a summary of the whole text.
-        x = x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)] @ self.text_projection
+        # two special tokens last in the vocabulary). Causal attention makes it a summary of the whole text,
+        # and blind to the padding after it: so the padding columns after the batch's last end token are cut
+        # before the Transformer. The same result; a caption of 15 tokens costs 16 positions instead of 77.
+        end = tokens.argmax(dim=-1)
+        length = int(end.max()) + 1
+        tokens = tokens[:, :length]
+        x = self.token_embedding(tokens).to(dtype) + self.positional_embedding[:length].to(dtype)
+        x = self.transformer(x)
+        # ln_final acts on each position alone: applied to the end tokens only.
+        x = self.ln_final(x[torch.arange(x.shape[0], device=x.device), end]) @ self.text_projection
         return F.normalize(x, dim=-1) if normalize else x

@@ -35,3 +35,35 @@ def import_open_clip():
     import open_clip
 
     return open_clip
+
+
+def open_clip_config(config):
+    """open_clip's model config for OpenAI's CLIP constructor arguments (encoders.model_config)."""
+    return {
+        "embed_dim": config["embed_dim"],
+        "quick_gelu": True,  # OpenAI's activation, which our Transformer uses
+        "vision_cfg": {
+            "image_size": config["image_resolution"],
+            "layers": config["vision_layers"],
+            "width": config["vision_width"],
+            "patch_size": config["vision_patch_size"],
+        },
+        "text_cfg": {
+            "context_length": config["context_length"],
+            "vocab_size": config["vocab_size"],
+            "width": config["transformer_width"],
+            "heads": config["transformer_heads"],
+            "layers": config["transformer_layers"],
+        },
+    }
+
+
+def open_clip_model(name, device="cpu"):
+    """open_clip's CLIP of one of our sizes (random init, eval mode), registered under "openwit-<name>" so the
+    tiny sizes build too; nothing is downloaded (pretrained=None)."""
+    import encoders
+
+    open_clip = import_open_clip()
+    registered = "openwit-" + name.replace("/", "-")
+    open_clip.factory._MODEL_CONFIGS[registered] = open_clip_config(encoders.model_config(name))
+    return open_clip.create_model(registered, pretrained=None, device=device).eval()

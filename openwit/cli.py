@@ -25,7 +25,7 @@ SUBCOMMANDS = {
 
 def _usage() -> str:
     lines = ["usage: openwit <command> [options]   (openwit <command> --help for its options)", "", "commands:"]
-    lines += [f"  {name:<11} {summary}" for name, (_module, summary) in SUBCOMMANDS.items()]
+    lines += [f"  {name:<13} {summary}" for name, (_module, summary) in SUBCOMMANDS.items()]
     return "\n".join(lines)
 
 

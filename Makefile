@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test clean
+.PHONY: setup demo experiment test clean
 
 setup: $(VENV)/.installed
 
@@ -18,8 +18,12 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt setup.
 demo: setup
 	$(BIN)/openwit demo --output demo-out
 
+# The CLIP paper in miniature, offline: build -> train a tiny CLIP -> zero-shot / linear probe -> overlap report.
+experiment: setup
+	$(BIN)/openwit experiment --output experiment-out
+
 test: setup
 	$(BIN)/python -m pytest -q tests
 
 clean:
-	rm -rf $(VENV) demo-out *.egg-info
+	rm -rf $(VENV) demo-out experiment-out *.egg-info

@@ -17,12 +17,16 @@ SUBCOMMANDS = {
     "eval-index": ("dedup.build_index", "build a near-duplicate index of evaluation sets"),
     "report": ("pipeline.report", "(re)write the dataset card OUT/report.html from a build's output folder"),
     "train": ("training.train", "train CLIP on the shards (one process, or torchrun for DDP)"),
+    "overlap": ("dedup.overlap_report", "the CLIP paper's overlap report: accuracy on Overlap vs Clean items"),
+    "zeroshot": ("training.zeroshot", "zero-shot classification and retrieval of a CLIP checkpoint on eval sets"),
+    "experiment": ("openwit.experiment", "offline miniature of the CLIP paper: build, train, zero-shot, overlap"),
+    "linear-probe": ("training.linear_probe", "logistic regression on frozen CLIP features (and few-shot probes)"),
 }
 
 
 def _usage() -> str:
     lines = ["usage: openwit <command> [options]   (openwit <command> --help for its options)", "", "commands:"]
-    lines += [f"  {name:<11} {summary}" for name, (_module, summary) in SUBCOMMANDS.items()]
+    lines += [f"  {name:<13} {summary}" for name, (_module, summary) in SUBCOMMANDS.items()]
     return "\n".join(lines)
 
 

@@ -252,9 +252,13 @@ def decontamination(output: str) -> list[dict]:
 
 
 def overlap_reports(output: str) -> list[str]:
-    """Overlap reports beside the overlap records (`openwit overlap` writes them), relative to OUT."""
-    found = _matching(FileSystems.join(output, "overlap", "*"))
-    return [f"overlap/{posixpath.basename(p)}" for p in found if p.rsplit(".", 1)[-1] in ("html", "md")]
+    """Overlap reports, relative to OUT: `openwit overlap` writes overlap_report/report.md by default; other
+    reports (html or md) may sit beside the overlap records."""
+    found = []
+    for folder in ("overlap", "overlap_report"):
+        found += [f"{folder}/{posixpath.basename(p)}" for p in _matching(FileSystems.join(output, folder, "*"))
+                  if p.rsplit(".", 1)[-1] in ("html", "md")]
+    return found
 
 
 def _shard_id(path: str) -> int | None:

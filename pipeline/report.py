@@ -143,7 +143,10 @@ def render(agg: dict, images: dict[str, str]) -> str:
     dropped = stats["rejected"].get("decontaminate", {}).get("eval_duplicate", 0)
     links = "".join(f'<li><a href="{esc(p)}">{esc(p)}</a></li>' for p in agg["overlap_reports"])
     overlap_links = f"<p>Overlap reports:</p><ul>{links}</ul>" if links else (
-        "<p class=muted>No overlap report yet (`openwit overlap` writes one beside overlap/).</p>")
+        "<p class=muted>No overlap report yet: `openwit overlap --build OUT --predictions P.parquet` (the CLIP "
+        "paper's overlap analysis) writes one to overlap_report/ and links it here.</p>")
+    # `openwit overlap` puts its link between these marks without redrawing the card (dedup/overlap_report.py).
+    overlap_links = f"<!--overlap-report-->{overlap_links}<!--/overlap-report-->"
 
     languages = agg["languages"]
     return f"""<!doctype html>

@@ -45,11 +45,14 @@ def compute_stats(n_candidates: int, reject_counts: dict, shard_stats: list[dict
 
 
 def write_overlap(eval_set_and_matches, output: str) -> tuple:
-    """overlap/{eval_set}.parquet from all the matches of one eval set; returns (eval set, matches)."""
+    """overlap/{eval_set}.parquet from all the matches of one eval set; returns (eval set, counts): eval items
+    with a match and samples matched (a match record is one (item, sample, method), so counting records
+    would count one leaked image several times)."""
     eval_set, matches = eval_set_and_matches
     table = overlap_table(matches)
     _write_parquet(overlap_path(output, eval_set), table)
-    return eval_set, table.num_rows
+    return eval_set, {"items": len(set(table.column("eval_id").to_pylist())),
+                      "samples": len(set(table.column("sample_key").to_pylist()))}
 
 
 def write_totals(output: str, queries: list[str], n_candidates: int, reject_counts: dict, shard_stats: list[dict],

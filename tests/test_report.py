@@ -147,6 +147,8 @@ def test_the_card_is_the_same_for_the_same_build_and_links_the_overlap_report(sm
     report.write_report(small, t=20)
     assert open(os.path.join(small, "report.html"), "rb").read() == first
     assert b'<a href="overlap/report.html">' in first
+    # `openwit overlap` links its report between these marks without redrawing the card.
+    assert first.count(b"<!--overlap-report-->") == 1 and first.count(b"<!--/overlap-report-->") == 1
 
 
 def test_openwit_report_redraws_from_the_folder_keeping_t(small, capsys):

@@ -18,11 +18,15 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=["openwit", "pipeline", "queries", "dedup", "encoders"],
+    # Data files beside the code (MANIFEST.in puts them in the sdist that Beam stages from --setup_file).
+    include_package_data=True,
     install_requires=requirements("requirements.txt"),
     extras_require={
         "dev": requirements("requirements-dev.txt"),
         # CPU build on these machines; pick the CUDA wheel for your GPU from pytorch.org when training there.
         "train": ["torch==2.13.0"],
+        # Dataflow and gs:// paths: Beam's GCP filesystem and runner (the launcher needs them; the worker image has them).
+        "gcp": ["apache-beam[gcp]==2.77.0"],
     },
     entry_points={
         "console_scripts": [

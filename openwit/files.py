@@ -1,4 +1,6 @@
-"""Input files on any Beam filesystem (local, gs://, s3://, hdfs://): globs, and text lines."""
+"""Files on any Beam filesystem (local, gs://, s3://, hdfs://): globs, text lines, and whole-file writes."""
+
+import uuid
 
 from apache_beam.io.filesystems import FileSystems
 
@@ -27,3 +29,12 @@ def text_lines(f):
     A stray invalid byte in one line must not stop a million-line file: decode with replacement."""
     for line in iter(f.readline, b""):
         yield line.decode("utf-8", errors="replace")
+
+
+def write_atomically(path: str, data_writer) -> None:
+    """Write through `data_writer(f)` to a temporary name, then rename: a crash, a preempted worker or a retried
+    bundle never leaves a half-written file under the final name."""
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    with FileSystems.create(tmp) as f:
+        data_writer(f)
+    FileSystems.rename([tmp], [path])

@@ -13,12 +13,12 @@ import os
 import sys
 
 import apache_beam as beam
-import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from openwit.errors import EXIT_BAD_INPUT, InputError
-from openwit.options import OutputOptions, help_parser, parse_pipeline_options
+from openwit.options import OutputOptions, help_parser, local_run_summary, parse_pipeline_options,
+                            use_every_core
 from pipeline import fetch, resize
 from pipeline.balance import Balance
 from pipeline.captions import CaptionCleaner, CaptionRules
@@ -28,12 +28,10 @@ from pipeline.read_pages import ReadPages
 from pipeline.read_pairs import ReadPairs, TableColumns
 from pipeline.read_warc import DEFAULT_MAX_PAGE_BYTES, ReadWarc, ReadWat
 from pipeline.totals import write_overlap, write_totals
+from pipeline.write_rejects import WriteRejects
 from pipeline.write_shards import DECONTAMINATE_MODES, ShardConfig, WriteShardFn
 from queries.load import load_queries
 
-# rejects/*.parquet: every candidate dropped before a shard, with the stage, the reason and where it came from.
-REJECT_SCHEMA = pa.schema([("url", pa.string()), ("caption", pa.string()), ("stage", pa.string()),
-                           ("reason", pa.string()), ("source", pa.string())])
 # Captions per call of the matcher: enough to make the call's fixed cost (a few us) negligible.
 MATCH_BATCH = 1024
 
@@ -78,15 +76,18 @@ class BuildWitOptions(OutputOptions, PipelineOptions):
         image.add_argument("--encode-quality", type=int, default=None,
                            help="jpg/webp quality 0-100 (default 95); png compression level 0-9 (default 6)")
         image.add_argument("--min-image-size", type=int, default=resize.ImageOptions.min_image_size)
-        image.add_argument("--max-aspect-ratio", type=float, default=resize.ImageOptions.max_aspect_ratio)
+        # None, not inf: pipeline options travel as JSON to portable runners (Flink, Spark), which reject Infinity.
+        image.add_argument("--max-aspect-ratio", type=float, default=None,
+                           help="longer side / shorter side above this is rejected (default: no limit)")
         image.add_argument("--samples-per-shard", type=int, default=10000)
         image.add_argument("--threads", type=int, default=0, help="decode/resize threads per worker (0: cores)")
 
         web = parser.add_argument_group("fetching")
-        web.add_argument("--timeout", type=float, default=fetch.FetchOptions.timeout_s,
+        # "fetch-" names: Beam's own --timeout (DaskOptions) and --user_agent (SetupOptions) share their dests.
+        web.add_argument("--fetch-timeout", type=float, default=fetch.FetchOptions.timeout_s,
                          help="seconds per request, redirects included")
         web.add_argument("--max-bytes", type=int, default=fetch.FetchOptions.max_bytes)
-        web.add_argument("--user-agent", default=fetch.FetchOptions.user_agent)
+        web.add_argument("--fetch-user-agent", default=fetch.FetchOptions.user_agent)
         web.add_argument("--max-concurrency", type=int, default=fetch.FetchOptions.max_concurrency)
         web.add_argument("--per-host-concurrency", type=int, default=fetch.FetchOptions.per_host_concurrency)
         web.add_argument("--min-host-delay", type=float, default=fetch.FetchOptions.min_host_delay_s)
@@ -143,7 +144,7 @@ def caption_rules(o: BuildWitOptions) -> CaptionRules:
 def fetch_options(o: BuildWitOptions) -> fetch.FetchOptions:
     """The same client, limits and politeness for pages (--page-urls) and images."""
     return fetch.FetchOptions(
-        timeout_s=o.timeout, max_bytes=o.max_bytes, user_agent=o.user_agent,
+        timeout_s=o.fetch_timeout, max_bytes=o.max_bytes, user_agent=o.fetch_user_agent,
         allow_private_addresses=o.allow_private_addresses, respect_robots=not o.ignore_robots_txt,
         respect_opt_outs=not o.ignore_opt_outs, max_concurrency=o.max_concurrency,
         per_host_concurrency=o.per_host_concurrency, min_host_delay_s=o.min_host_delay, retries=o.retries)
@@ -162,7 +163,7 @@ def shard_config(o: BuildWitOptions) -> ShardConfig:
             image_size=o.image_size, resize_mode=o.resize_mode, encode_format=o.encode_format,
             encode_quality=default_quality(o.encode_format) if o.encode_quality is None else o.encode_quality,
             min_image_size=o.min_image_size,
-            max_aspect_ratio=o.max_aspect_ratio),
+            max_aspect_ratio=float("inf") if o.max_aspect_ratio is None else o.max_aspect_ratio),
         eval_index=o.eval_index, decontaminate=o.decontaminate, threads=o.threads,
     )
 
@@ -271,10 +272,7 @@ def build_pipeline(p: beam.Pipeline, o: BuildWitOptions) -> None:
 
     rejects = (read_rejects, cleaned.rejects, matched.rejects, unique.rejects, balance_rejects) | (
         "AllRejects" >> beam.Flatten())
-    rejects | "WriteRejects" >> beam.io.WriteToParquet(
-        FileSystems.join(o.output, "rejects", "rejects"),
-        REJECT_SCHEMA,
-        file_name_suffix=".parquet")
+    rejects | "WriteRejects" >> WriteRejects(o.output)
     reject_counts = (
         rejects
         | "RejectKey" >> beam.Map(lambda r: (r["stage"], r["reason"]))
@@ -313,13 +311,17 @@ def build_pipeline(p: beam.Pipeline, o: BuildWitOptions) -> None:
 
 
 def parse_options(argv: list[str]) -> BuildWitOptions:
-    return parse_pipeline_options(argv, BuildWitOptions, "openwit build")
+    options = parse_pipeline_options(argv, BuildWitOptions, "openwit build")
+    use_every_core(options, argv)
+    return options
 
 
 def run(argv: list[str] | None = None) -> BuildWitOptions:
     o = parse_options(sys.argv[1:] if argv is None else argv)
     check_options(o)
     load_queries(o.queries)  # a bad query list fails here, before the run, not inside a worker
+    if local_run_summary(o):
+        print(f"openwit build: {local_run_summary(o)}", file=sys.stderr)
     p = beam.Pipeline(options=o)
     build_pipeline(p, o)
     p.run().wait_until_finish()
@@ -356,4 +358,8 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     logging.getLogger().setLevel(logging.INFO)
-    sys.exit(main())
+    # Run the importable module, not this __main__ copy: DoFns pickle by reference to pipeline.build_wit, which
+    # a remote worker imports from the staged package (with dill, __main__'s copies fail there: NameError).
+    from pipeline import build_wit
+
+    sys.exit(build_wit.main())

@@ -15,7 +15,6 @@ import logging
 import os
 import tarfile
 import time
-import uuid
 from collections import Counter
 from dataclasses import dataclass
 
@@ -25,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
+from openwit.files import write_atomically
 from pipeline import fetch, politeness, resize
 
 EVAL_DUPLICATE = "eval_duplicate"
@@ -73,13 +73,6 @@ class ShardConfig:
     eval_index: str | None = None
     decontaminate: str = "drop"
     threads: int = 0  # decode/resize threads per worker; 0 = one per core
-
-
-def _write_atomically(path: str, data_writer) -> None:
-    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-    with FileSystems.create(tmp) as f:
-        data_writer(f)
-    FileSystems.rename([tmp], [path])
 
 
 def _tar_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -159,13 +152,13 @@ class ShardBuilder:
                 rows.extend(asyncio.run(self._fetch_and_write(candidates, tar)))
 
         out = self.config.output
-        _write_atomically(shard_path(out, shard, ".tar"), write_tar)
-        _write_atomically(shard_path(out, shard, ".parquet"),
+        write_atomically(shard_path(out, shard, ".tar"), write_tar)
+        write_atomically(shard_path(out, shard, ".parquet"),
                           lambda f: pq.write_table(pa.Table.from_pylist(rows, schema=PARQUET_SCHEMA), f))
         summary = summarize(shard, rows)
         stats = {k: summary[k] for k in ("shard", "count", "successes", "failed")}
         stats["duration_s"] = round(time.time() - started, 3)
-        _write_atomically(shard_path(out, shard, "_stats.json"),
+        write_atomically(shard_path(out, shard, "_stats.json"),
                           lambda f: f.write(json.dumps(stats, indent=2).encode()))
         return summary
 

@@ -12,6 +12,8 @@ from pipeline import build_wit
 def build(pairs, queries, output, *extra):
     argv = ["--pairs", pairs, "--queries", queries, "--output", str(output), "--samples-per-shard", "40",
             "--allow-private-addresses", "--image-size", "64", *extra]
+    if not any(arg.startswith("--direct_num_workers") for arg in extra):
+        argv.append("--direct_num_workers=1")  # worker processes cost ~5-15 s to start: tests ask for them by name
     assert build_wit.main(argv) == 0
     return str(output)
 

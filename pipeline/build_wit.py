@@ -17,8 +17,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from openwit.errors import EXIT_BAD_INPUT, InputError
-from openwit.options import OutputOptions, help_parser, local_run_summary, parse_pipeline_options,
-                            use_every_core
+from openwit.options import (OutputOptions, help_parser, local_run_summary, parse_pipeline_options,
+                             use_every_core)
 from pipeline import fetch, resize
 from pipeline.balance import Balance
 from pipeline.captions import CaptionCleaner, CaptionRules

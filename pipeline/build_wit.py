@@ -16,6 +16,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from openwit import faults
 from openwit.errors import EXIT_BAD_INPUT, InputError
 from openwit.options import (OutputOptions, help_parser, local_run_summary, parse_pipeline_options,
                              use_every_core)
@@ -203,6 +204,7 @@ class MatchQueriesFn(beam.DoFn):
         self.matcher = QueryMatcher(load_queries(self.queries_path))
 
     def process(self, batch):
+        faults.maybe_fail("match")  # per batch: a check per caption would cost a third of the matcher's time
         for candidate, queries in zip(batch, self.matcher.match_many([c["caption"] for c in batch])):
             if queries:
                 yield {**candidate, "queries": queries}

@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
+from openwit import faults
 from openwit.files import write_atomically
 from pipeline import fetch, politeness, resize
 
@@ -182,6 +183,7 @@ class ShardBuilder:
                     for name, data in files:
                         _tar_member(tar, f"{row['key']}.{name}", data)
                     rows.append(row)
+                    faults.maybe_fail("shard")
                     window.release()
 
             await asyncio.gather(*(one(i, c) for i, c in enumerate(candidates)))

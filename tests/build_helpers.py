@@ -38,3 +38,12 @@ def shard_rows(output):
 def reject_rows(output):
     return [row for path in sorted(glob.glob(os.path.join(output, "rejects", "*.parquet")))
             for row in pq.read_table(path).to_pylist()]
+
+
+def dataset_bytes(output):
+    """Every file of the dataset, but the per-shard durations in _stats.json (wall-clock time, not data)."""
+    files = {}
+    for path in sorted(glob.glob(os.path.join(output, "**", "*"), recursive=True)):
+        if os.path.isfile(path) and not path.endswith("_stats.json"):
+            files[os.path.relpath(path, output)] = open(path, "rb").read()
+    return files

@@ -6,23 +6,13 @@ stage stops the run and leaves no half-written file under a final name, and the 
 bundle run twice (`--direct_runner_bundle_repeat=1`, as when a retried bundle's first attempt got far) changes
 no byte."""
 
-import glob
 import os
 
 import pytest
 
-from build_helpers import build, load_stats, shard_files
+from build_helpers import build, dataset_bytes, load_stats, shard_files
 
 pytestmark = pytest.mark.timeout(600)
-
-
-def dataset_bytes(output):
-    """Every file of the dataset, but the per-shard durations in _stats.json (wall-clock time, not data)."""
-    files = {}
-    for path in sorted(glob.glob(os.path.join(output, "**", "*"), recursive=True)):
-        if os.path.isfile(path) and not path.endswith("_stats.json"):
-            files[os.path.relpath(path, output)] = open(path, "rb").read()
-    return files
 
 
 @pytest.fixture(scope="module")

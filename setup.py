@@ -27,6 +27,8 @@ setup(
         "train": ["torch==2.13.0"],
         # Dataflow and gs:// paths: Beam's GCP filesystem and runner (the launcher needs them; the worker image has them).
         "gcp": ["apache-beam[gcp]==2.77.0"],
+        # --pickle_library=dill (Beam's default is cloudpickle, in Beam itself).
+        "dill": ["apache-beam[dill]==2.77.0"],
     },
     entry_points={
         "console_scripts": [

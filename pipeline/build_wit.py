@@ -7,6 +7,19 @@ any Beam runner option (--runner, --project, ...) passes through. With no --runn
 FnApiRunner, which never downloads anything (Beam's DirectRunner first fetches its Prism binary from GitHub).
 """
 
+if __name__ == "__main__":
+    # `python -m pipeline.build_wit` and `beam run pipeline/build_wit.py` run the importable module instead of
+    # defining everything again in __main__: DoFns then pickle as references to pipeline.build_wit, which remote
+    # workers import from the staged package (dill pickles __main__'s copies in a way that fails there with
+    # NameError), and Beam sees one BuildWitOptions class, not two that declare the same options.
+    import logging
+    import sys
+
+    from pipeline.build_wit import main
+
+    logging.getLogger().setLevel(logging.INFO)
+    sys.exit(main())
+
 import json
 import logging
 import os
@@ -357,11 +370,3 @@ def main(argv: list[str] | None = None) -> int:
     print(summary(o.output))
     return 0
 
-
-if __name__ == "__main__":
-    logging.getLogger().setLevel(logging.INFO)
-    # Run the importable module, not this __main__ copy: DoFns pickle by reference to pipeline.build_wit, which
-    # a remote worker imports from the staged package (with dill, __main__'s copies fail there: NameError).
-    from pipeline import build_wit
-
-    sys.exit(build_wit.main())

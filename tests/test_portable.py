@@ -25,6 +25,9 @@ from build_helpers import build, dataset_bytes
 pytestmark = pytest.mark.timeout(600)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD_TOOLS = ["pip", "setuptools", "wheel"]  # in Beam's worker image too: the boot installs the sdist with them
+# The submission pickles with dill (the `dill` extra), which fails on workers for code pickled from __main__;
+# the local multi-process test covers Beam's default, cloudpickle.
+PICKLER = ["dill"]
 
 
 def distribution_closure(names: list[str]) -> list[importlib.metadata.Distribution]:
@@ -55,7 +58,7 @@ def make_worker_env(folder: str) -> str:
     source = sysconfig.get_paths()["purelib"]
     with open(os.path.join(ROOT, "requirements.txt")) as f:
         required = [Requirement(line.split("#")[0].strip()).name for line in f if line.split("#")[0].strip()]
-    for dist in distribution_closure(required + BUILD_TOOLS):
+    for dist in distribution_closure(required + BUILD_TOOLS + PICKLER):
         for top in {str(path).split("/")[0] for path in dist.files or []}:
             if top != ".." and os.path.exists(os.path.join(source, top)):
                 if not os.path.exists(os.path.join(target, top)):
@@ -120,7 +123,8 @@ def test_the_build_through_beams_job_service_matches_a_local_run(services, demo_
     portable = build(*demo_inputs, tmp_path / "portable", "--runner=PortableRunner",
                      f"--job_endpoint=localhost:{services['job_port']}", "--environment_type=EXTERNAL",
                      f"--environment_config=localhost:{services['pool_port']}",
-                     f"--setup_file={os.path.join(ROOT, 'setup.py')}", "--sdk_location=container")
+                     f"--setup_file={os.path.join(ROOT, 'setup.py')}", "--sdk_location=container",
+                     "--pickle_library=dill")
     local = build(*demo_inputs, tmp_path / "local")
 
     # The workers got the code from the package Beam staged, and ran the pipeline from there.

@@ -118,11 +118,13 @@ def main() -> None:
         if a.memory:
             for n in (int(x) for x in a.memory.split(",")):
                 pairs, queries = write_input(base, names, n)
-                for tool, cmd in commands(pairs, queries, os.path.join(WORK, f"out-{tool}"), cores).items():
+                for tool, cmd in commands(pairs, queries, "{out}", cores).items():
                     if a.only in (None, tool):
-                        shutil.rmtree(os.path.join(WORK, f"out-{tool}"), ignore_errors=True)
-                        print(f"{tool} {n} urls: peak RSS of the largest process {peak_rss_mib(cmd):.0f} MiB",
-                              flush=True)
+                        out = os.path.join(WORK, f"out-{tool}")
+                        shutil.rmtree(out, ignore_errors=True)
+                        rss = peak_rss_mib([c.replace("{out}", out) for c in cmd])
+                        print(f"{tool} {n} urls: {successes(tool, out)} images, peak RSS of the largest process "
+                              f"{rss:.0f} MiB", flush=True)
             return
         pairs, queries = write_input(base, names, a.urls)
         figures = {}

@@ -13,7 +13,6 @@ import io
 import json
 import logging
 import os
-import sys
 import tarfile
 import time
 from collections import Counter
@@ -33,7 +32,6 @@ EVAL_DUPLICATE = "eval_duplicate"
 INTERNAL_ERROR = "internal_error"  # a bug met while processing one sample: logged, counted, never fatal
 WINDOW_MIN = 256  # samples fetched ahead of the next one to write
 DECONTAMINATE_MODES = ("drop", "report")
-SWITCH_INTERVAL_S = 0.0005
 
 PARQUET_SCHEMA = pa.schema([
     ("key", pa.string()),
@@ -116,10 +114,6 @@ class ShardBuilder:
 
     def __init__(self, config: ShardConfig):
         self.config = config
-        # The event loop gives up the GIL at every socket call and, at Python's default 5 ms switch interval,
-        # then waits up to 5 ms behind the decode threads to get it back, starving the fetches. 0.5 ms: ~15%
-        # more images/s per process on 2 cores, no more CPU (bench/RESULTS.md, end-to-end section).
-        sys.setswitchinterval(SWITCH_INTERVAL_S)
         self.pool = concurrent.futures.ThreadPoolExecutor(config.threads or os.cpu_count() or 1)
         self.robots = politeness.RobotsCache()  # kept across this worker's shards
         self.eval_index = None

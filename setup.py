@@ -18,13 +18,20 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=["openwit", "pipeline", "queries", "dedup", "encoders", "training"],
-    # The model sizes and CLIP's BPE merges travel with the package.
-    package_data={"encoders": ["configs/*.json", "bpe_clip_49408.txt.gz", "LICENSE-bpe"]},
+    # The model sizes, CLIP's BPE merges and the zero-shot templates travel with the package (MANIFEST.in
+    # puts them in the sdist that Beam stages from --setup_file).
+    include_package_data=True,
+    package_data={"encoders": ["configs/*.json", "bpe_clip_49408.txt.gz", "LICENSE-bpe"],
+                  "training": ["templates/*.txt"]},
     install_requires=requirements("requirements.txt"),
     extras_require={
         "dev": requirements("requirements-dev.txt"),
         # CPU build on these machines; pick the CUDA wheel for your GPU from pytorch.org when training there.
         "train": ["torch==2.13.0", "regex==2026.11.19", "tqdm==4.70.1"],  # tqdm: the progress bar of openwit train
+        # Dataflow and gs:// paths: Beam's GCP filesystem and runner (the launcher needs them; the worker image has them).
+        "gcp": ["apache-beam[gcp]==2.77.0"],
+        # --pickle_library=dill (Beam's default is cloudpickle, in Beam itself).
+        "dill": ["apache-beam[dill]==2.77.0"],
     },
     entry_points={
         "console_scripts": [

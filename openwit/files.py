@@ -1,4 +1,6 @@
-"""Input files on any Beam filesystem (local, gs://, s3://, hdfs://): globs, and text lines."""
+"""Files on any Beam filesystem (local, gs://, s3://, hdfs://): globs, text lines, and whole-file writes."""
+
+import uuid
 
 from apache_beam.io.filesystems import FileSystems
 
@@ -28,3 +30,12 @@ def text_lines(f, errors: str = "replace"):
     errors="surrogateescape", keep it findable so the caller can count it)."""
     for line in iter(f.readline, b""):
         yield line.decode("utf-8", errors=errors)
+
+
+def write_atomically(path: str, data_writer) -> None:
+    """Write through `data_writer(f)` to a temporary name, then rename: a crash, a preempted worker or a retried
+    bundle never leaves a half-written file under the final name."""
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    with FileSystems.create(tmp) as f:
+        data_writer(f)
+    FileSystems.rename([tmp], [path])

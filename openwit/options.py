@@ -10,8 +10,9 @@ PipelineOptions only, and would log every option of a grandchild class as "Unpar
 """
 
 import argparse
+import os
 
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 from openwit.errors import InputError
 
@@ -75,3 +76,31 @@ def parse_pipeline_options(argv: list[str], options_cls: type, prog: str) -> Pip
     if options.view_as(StandardOptions).runner is None:
         options.view_as(StandardOptions).runner = DEFAULT_RUNNER
     return options.view_as(options_cls)
+
+
+def use_every_core(options: PipelineOptions, argv: list[str]) -> None:
+    """Locally, one worker process per core unless --direct_num_workers says otherwise (1: all in this process).
+
+    Beam's own default is one in-process worker, which leaves all but ~1.3 cores idle."""
+    def given(name):
+        return any(arg == name or arg.startswith(name + "=") for arg in argv)
+
+    if options.view_as(StandardOptions).runner != DEFAULT_RUNNER:
+        return
+    direct = options.view_as(DirectOptions)
+    if not given("--direct_num_workers"):
+        direct.direct_num_workers = os.cpu_count() or 1
+    if direct.direct_num_workers != 1 and not given("--direct_running_mode"):
+        direct.direct_running_mode = "multi_processing"
+
+
+def local_run_summary(options: PipelineOptions) -> str | None:
+    """One line saying how a local run uses the machine (None on other runners)."""
+    if options.view_as(StandardOptions).runner != DEFAULT_RUNNER:
+        return None
+    direct = options.view_as(DirectOptions)
+    workers = direct.direct_num_workers or os.cpu_count() or 1
+    kind = "threads" if direct.direct_running_mode == "multi_threading" else "processes"
+    where = "this process" if workers == 1 else f"{workers} worker {kind}"
+    return (f"running locally on {DEFAULT_RUNNER} in {where} "
+            f"({os.cpu_count()} cores; --direct_num_workers=N to change)")

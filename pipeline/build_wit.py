@@ -7,16 +7,30 @@ any Beam runner option (--runner, --project, ...) passes through. With no --runn
 FnApiRunner, which never downloads anything (Beam's DirectRunner first fetches its Prism binary from GitHub).
 """
 
+if __name__ == "__main__":
+    # `python -m pipeline.build_wit` and `beam run pipeline/build_wit.py` run the importable module instead of
+    # defining everything again in __main__: DoFns then pickle as references to pipeline.build_wit, which remote
+    # workers import from the staged package (dill pickles __main__'s copies in a way that fails there with
+    # NameError), and Beam sees one BuildWitOptions class, not two that declare the same options.
+    import logging
+    import sys
+
+    from pipeline.build_wit import main
+
+    logging.getLogger().setLevel(logging.INFO)
+    sys.exit(main())
+
 import logging
 import sys
 
 import apache_beam as beam
-import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
+from openwit import faults
 from openwit.errors import EXIT_BAD_INPUT, InputError
-from openwit.options import OutputOptions, help_parser, parse_pipeline_options
+from openwit.options import (OutputOptions, help_parser, local_run_summary, parse_pipeline_options,
+                             use_every_core)
 from pipeline import fetch, progress, resize
 from pipeline.balance import Balance
 from pipeline.build_record import claim_output, make_record
@@ -27,12 +41,10 @@ from pipeline.read_pages import ReadPages
 from pipeline.read_pairs import ReadPairs, TableColumns
 from pipeline.read_warc import DEFAULT_MAX_PAGE_BYTES, ReadWarc, ReadWat
 from pipeline.totals import write_overlap, write_totals
+from pipeline.write_rejects import WriteRejects
 from pipeline.write_shards import DECONTAMINATE_MODES, ShardConfig, WriteShardFn
 from queries.load import load_queries
 
-# rejects/*.parquet: every candidate dropped before a shard, with the stage, the reason and where it came from.
-REJECT_SCHEMA = pa.schema([("url", pa.string()), ("caption", pa.string()), ("stage", pa.string()),
-                           ("reason", pa.string()), ("source", pa.string())])
 # Bounds of numeric options, checked before any work. The upper ones keep a worker's memory safe: every decode
 # thread holds images of up to image_size^2 pixels (8192: ~200 MB each), every request up to max_bytes.
 OPTION_BOUNDS = {
@@ -85,15 +97,18 @@ class BuildWitOptions(OutputOptions, PipelineOptions):
         image.add_argument("--encode-quality", type=int, default=None,
                            help="jpg/webp quality 0-100 (default 95); png compression level 0-9 (default 6)")
         image.add_argument("--min-image-size", type=int, default=resize.ImageOptions.min_image_size)
-        image.add_argument("--max-aspect-ratio", type=float, default=resize.ImageOptions.max_aspect_ratio)
+        # None, not inf: pipeline options travel as JSON to portable runners (Flink, Spark), which reject Infinity.
+        image.add_argument("--max-aspect-ratio", type=float, default=None,
+                           help="longer side / shorter side above this is rejected (default: no limit)")
         image.add_argument("--samples-per-shard", type=int, default=10000)
         image.add_argument("--threads", type=int, default=0, help="decode/resize threads per worker (0: cores)")
 
         web = parser.add_argument_group("fetching")
-        web.add_argument("--timeout", type=float, default=fetch.FetchOptions.timeout_s,
+        # "fetch-" names: Beam's own --timeout (DaskOptions) and --user_agent (SetupOptions) share their dests.
+        web.add_argument("--fetch-timeout", type=float, default=fetch.FetchOptions.timeout_s,
                          help="seconds per request, redirects included")
         web.add_argument("--max-bytes", type=int, default=fetch.FetchOptions.max_bytes)
-        web.add_argument("--user-agent", default=fetch.FetchOptions.user_agent)
+        web.add_argument("--fetch-user-agent", default=fetch.FetchOptions.user_agent)
         web.add_argument("--max-concurrency", type=int, default=fetch.FetchOptions.max_concurrency)
         web.add_argument("--stall-timeout", type=float, default=fetch.FetchOptions.stall_timeout_s,
                          help="seconds without a byte (headers or body) before a request is given up as stalled")
@@ -173,7 +188,7 @@ def caption_rules(o: BuildWitOptions) -> CaptionRules:
 def fetch_options(o: BuildWitOptions) -> fetch.FetchOptions:
     """The same client, limits and politeness for pages (--page-urls) and images."""
     return fetch.FetchOptions(
-        timeout_s=o.timeout, max_bytes=o.max_bytes, user_agent=o.user_agent,
+        timeout_s=o.fetch_timeout, max_bytes=o.max_bytes, user_agent=o.fetch_user_agent,
         allow_private_addresses=o.allow_private_addresses, respect_robots=not o.ignore_robots_txt,
         stall_timeout_s=o.stall_timeout,
         respect_opt_outs=not o.ignore_opt_outs, max_concurrency=o.max_concurrency,
@@ -195,7 +210,7 @@ def shard_config(o: BuildWitOptions, progress_dir: str | None = None) -> ShardCo
             image_size=o.image_size, resize_mode=o.resize_mode, encode_format=o.encode_format,
             encode_quality=default_quality(o.encode_format) if o.encode_quality is None else o.encode_quality,
             min_image_size=o.min_image_size,
-            max_aspect_ratio=o.max_aspect_ratio),
+            max_aspect_ratio=float("inf") if o.max_aspect_ratio is None else o.max_aspect_ratio),
         eval_index=o.eval_index, decontaminate=o.decontaminate, threads=o.threads, progress_dir=progress_dir,
     )
 
@@ -235,6 +250,7 @@ class MatchQueriesFn(beam.DoFn):
         self.matcher = QueryMatcher(load_queries(self.queries_path))
 
     def process(self, batch):
+        faults.maybe_fail("match")  # per batch: a check per caption would cost a third of the matcher's time
         for candidate, queries in zip(batch, self.matcher.match_many([c["caption"] for c in batch])):
             if queries:
                 yield {**candidate, "queries": queries}
@@ -311,10 +327,7 @@ def build_pipeline(p: beam.Pipeline, o: BuildWitOptions, progress_dir: str | Non
 
     rejects = (read_rejects, cleaned.rejects, matched.rejects, unique.rejects, balance_rejects) | (
         "AllRejects" >> beam.Flatten())
-    rejects | "WriteRejects" >> beam.io.WriteToParquet(
-        FileSystems.join(o.output, "rejects", "rejects"),
-        REJECT_SCHEMA,
-        file_name_suffix=".parquet")
+    rejects | "WriteRejects" >> WriteRejects(o.output)
     reject_counts = (
         rejects
         | "RejectKey" >> beam.Map(_reject_key)
@@ -353,7 +366,9 @@ def build_pipeline(p: beam.Pipeline, o: BuildWitOptions, progress_dir: str | Non
 
 
 def parse_options(argv: list[str]) -> BuildWitOptions:
-    return parse_pipeline_options(argv, BuildWitOptions, "openwit build")
+    options = parse_pipeline_options(argv, BuildWitOptions, "openwit build")
+    use_every_core(options, argv)
+    return options
 
 
 def run(argv: list[str] | None = None) -> BuildWitOptions:
@@ -361,6 +376,8 @@ def run(argv: list[str] | None = None) -> BuildWitOptions:
     check_options(o)
     load_queries(o.queries)  # a bad query list fails here, before the run, not inside a worker
     claim_output(o.output, make_record(o), o.overwrite)
+    if local_run_summary(o):
+        print(f"openwit build: {local_run_summary(o)}", file=sys.stderr)
     p = beam.Pipeline(options=o)
     with progress.local_progress(o.view_as(StandardOptions).runner, o.progress) as progress_dir:
         build_pipeline(p, o, progress_dir)
@@ -383,7 +400,3 @@ def main(argv: list[str] | None = None) -> int:
     print(report.finish_build(o.output, o.max_per_query * o.oversample))  # aggregates.json, report.html
     return 0
 
-
-if __name__ == "__main__":
-    logging.getLogger().setLevel(logging.INFO)
-    sys.exit(main())

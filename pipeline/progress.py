@@ -35,7 +35,7 @@ MIN_SAMPLES = 10
 HINTS = {
     "dns_error": "names do not resolve: the resolver may be overloaded, give --dns-servers (a local caching "
                  "resolver, or public servers)",
-    "timeout": "hosts answer too slowly: lower --max-concurrency or raise the fetch timeout",
+    "timeout": "hosts answer too slowly: lower --max-concurrency or raise --fetch-timeout",
     "connection_error": "connections fail: lower --max-concurrency, or check the worker's network",
     "http_429": "hosts are throttling us: set --max-host-rate or lower --per-host-concurrency",
     "http_503": "hosts are overloaded or throttling us: set --max-host-rate or lower --per-host-concurrency",

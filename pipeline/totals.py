@@ -11,17 +11,16 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from dedup.overlap import overlap_path, overlap_table
+from openwit.files import write_atomically
 from pipeline.write_shards import stage_of
 
 
 def _write(path: str, data: bytes) -> None:
-    with FileSystems.create(path) as f:
-        f.write(data)
+    write_atomically(path, lambda f: f.write(data))
 
 
 def _write_parquet(path: str, table: pa.Table) -> None:
-    with FileSystems.create(path) as f:
-        pq.write_table(table, f)
+    write_atomically(path, lambda f: pq.write_table(table, f))
 
 
 def compute_stats(n_candidates: int, reject_counts: dict, shard_stats: list[dict]) -> dict:

@@ -15,7 +15,6 @@ import logging
 import os
 import tarfile
 import time
-import uuid
 from collections import Counter
 from dataclasses import dataclass
 
@@ -25,6 +24,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
+from openwit import faults
+from openwit.files import write_atomically
 from pipeline import dns, fetch, politeness, resize
 from pipeline.plan_shards import host_of
 from pipeline.progress import ShardProgress, abnormal_failures
@@ -79,13 +80,6 @@ class ShardConfig:
     decontaminate: str = "drop"
     threads: int = 0  # decode/resize threads per worker; 0 = one per core
     progress_dir: str | None = None  # local runs: where shards report progress for the launcher's bar
-
-
-def _write_atomically(path: str, data_writer) -> None:
-    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-    with FileSystems.create(tmp) as f:
-        data_writer(f)
-    FileSystems.rename([tmp], [path])
 
 
 def _tar_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -175,13 +169,13 @@ class ShardBuilder:
                 rows.extend(asyncio.run(self._fetch_and_write(candidates, tar, progress)))
 
         out = self.config.output
-        _write_atomically(shard_path(out, shard, ".tar"), write_tar)
-        _write_atomically(shard_path(out, shard, ".parquet"),
+        write_atomically(shard_path(out, shard, ".tar"), write_tar)
+        write_atomically(shard_path(out, shard, ".parquet"),
                           lambda f: pq.write_table(pa.Table.from_pylist(rows, schema=PARQUET_SCHEMA), f))
         summary = summarize(shard, rows)
         stats = {k: summary[k] for k in ("shard", "count", "successes", "failed")}
         stats["duration_s"] = round(time.time() - started, 3)
-        _write_atomically(shard_path(out, shard, "_stats.json"),
+        write_atomically(shard_path(out, shard, "_stats.json"),
                           lambda f: f.write(json.dumps(stats, indent=2).encode()))
         if progress:
             progress.finish(summary)  # the launcher's bar reports an abnormal shard
@@ -212,6 +206,7 @@ class ShardBuilder:
                     for name, data in files:
                         _tar_member(tar, f"{row['key']}.{name}", data)
                     rows.append(row)
+                    faults.maybe_fail("shard")
                     window.release()
                     if progress:
                         progress.add(row)

@@ -12,6 +12,8 @@ from pipeline import build_wit
 def build(pairs, queries, output, *extra):
     argv = ["--pairs", pairs, "--queries", queries, "--output", str(output), "--samples-per-shard", "40",
             "--allow-private-addresses", "--image-size", "64", *extra]
+    if not any(arg.startswith("--direct_num_workers") for arg in extra):
+        argv.append("--direct_num_workers=1")  # worker processes cost ~5-15 s to start: tests ask for them by name
     assert build_wit.main(argv) == 0
     return str(output)
 
@@ -36,3 +38,12 @@ def shard_rows(output):
 def reject_rows(output):
     return [row for path in sorted(glob.glob(os.path.join(output, "rejects", "*.parquet")))
             for row in pq.read_table(path).to_pylist()]
+
+
+def dataset_bytes(output):
+    """Every file of the dataset, but the per-shard durations in _stats.json (wall-clock time, not data)."""
+    files = {}
+    for path in sorted(glob.glob(os.path.join(output, "**", "*"), recursive=True)):
+        if os.path.isfile(path) and not path.endswith("_stats.json"):
+            files[os.path.relpath(path, output)] = open(path, "rb").read()
+    return files

@@ -65,7 +65,7 @@ def test_warc_wat_and_page_list_in_one_build(demo_site, demo_url, demo_inputs, t
     assert build_wit.main([
         "--warc", str(tmp_path / "*.warc.gz"), "--wat", str(tmp_path / "crawl.wat.gz"),
         "--page-urls", str(tmp_path / "pages.txt"), "--queries", queries, "--output", output,
-        "--samples-per-shard", "40", "--allow-private-addresses", "--image-size", "64"]) == 0
+        "--samples-per-shard", "40", "--allow-private-addresses", "--image-size", "64", "--direct_num_workers=1"]) == 0
 
     rows = [r for p in glob.glob(os.path.join(output, "shards", "*.parquet")) for r in pq.read_table(p).to_pylist()]
     rejects = [r for p in glob.glob(os.path.join(output, "rejects", "*.parquet")) for r in pq.read_table(p).to_pylist()]

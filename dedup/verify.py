@@ -79,6 +79,13 @@ def _aspect_key(aspect: float) -> float:
     return round(float(np.clip(aspect, 0.2, 5.0)), 2)
 
 
+def _regions(rows: np.ndarray, cols: np.ndarray, thumb: np.ndarray) -> np.ndarray:
+    """(regions, SIDE, SIDE, 3): every region of the thumbnail averaged onto the grid (two batched products)."""
+    t = rows @ thumb.astype(np.float32).reshape(THUMB, THUMB * 3)  # (regions, SIDE, THUMB * 3)
+    t = t.reshape(len(rows), SIDE, THUMB, 3).transpose(0, 3, 1, 2)  # (regions, 3, SIDE, THUMB)
+    return (t @ cols.transpose(0, 2, 1)[:, None]).transpose(0, 2, 3, 1)
+
+
 def _normalise(grids: np.ndarray) -> np.ndarray:
     """(n, SIDE, SIDE, 3) float grids -> (n, features) unit vectors of colour and of grey gradients."""
     colour = grids - grids.mean(axis=(1, 2), keepdims=True)
@@ -97,14 +104,14 @@ def sample_features(image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
     """The sample's colour and gradient vectors, as the whole region of its own thumbnail, and mirrored."""
     thumb = thumbnail(image).astype(np.float32)
     rows, cols = _region_matrices(1.0)
-    whole = np.einsum("ij,jkc,lk->ilc", rows[0], thumb, cols[0])
+    whole = _regions(rows[:1], cols[:1], thumb)[0]
     return _normalise(np.stack([whole, whole[:, ::-1]]))
 
 
 def score(sample: tuple[np.ndarray, np.ndarray], thumb: np.ndarray, aspect: float) -> float:
     """Best agreement, over every region and mirror, of the sample with an eval item's thumbnail (-1..1)."""
     rows, cols = _region_matrices(_aspect_key(aspect))
-    grids = np.einsum("bij,jkc,blk->bilc", rows, thumb.astype(np.float32), cols, optimize=True)
+    grids = _regions(rows, cols, thumb)
     colour, grad = _normalise(grids)
     c = colour @ sample[0].T  # (regions, 2: as is / mirrored)
     g = grad @ sample[1].T

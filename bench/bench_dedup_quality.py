@@ -29,7 +29,7 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageFont, ImageOps
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dedup import verify  # noqa: E402
-from dedup.image_hashes import eval_variants, sample_hash, trim_border  # noqa: E402
+from dedup.image_hashes import eval_variants, sample_hash  # noqa: E402
 from openwit.hashing import stable_uniform  # noqa: E402
 from pipeline.resize import ImageOptions, process_image  # noqa: E402
 
@@ -178,7 +178,7 @@ class Query:
 
     def __init__(self, im: Image.Image):
         self.code = sample_hash(im)
-        self.features = verify.sample_features(trim_border(im))
+        self.features = verify.sample_features(im)
 
 
 def candidates(q: Query, codes, items, n_items, max_radius) -> dict[int, int]:

@@ -241,7 +241,7 @@ class EvalIndex:
                 sample, item = hashed[q], int(self.code_item[code_id])
                 if (sample, item) not in scores:
                     if sample not in features:
-                        features[sample] = verify.sample_features(image_hashes.trim_border(images[sample]))
+                        features[sample] = verify.sample_features(images[sample])
                     scores[sample, item] = verify.score(features[sample], self.thumbs[item], self.aspects[item])
                 if scores[sample, item] >= self.min_score:
                     add(sample, item, METHODS[self.code_method[code_id]], float(d), verify.METHOD,

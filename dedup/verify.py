@@ -25,6 +25,8 @@ import numba
 import numpy as np
 from PIL import Image
 
+from dedup.image_hashes import trim_border
+
 THUMB = 32  # side of the stored thumbnail of each eval image (3 KiB per item)
 SIDE = 16  # side of the grid compared
 KEEPS = (1.0, 0.95, 0.9)  # fractions of each side a copy keeps (crops of up to 10% off two sides)
@@ -185,24 +187,34 @@ def _normalise(grids: np.ndarray) -> np.ndarray:
     return unit(colour), unit(grad)
 
 
-def sample_features(image: Image.Image) -> tuple[np.ndarray, np.ndarray, float]:
-    """The sample's colour and gradient vectors (as is, and mirrored) and its aspect ratio."""
+def _features(image: Image.Image) -> tuple[np.ndarray, np.ndarray, float]:
     thumb = thumbnail(image).astype(np.float32)
     rows, cols = _region_matrices(1.0)
     whole = _regions(rows[:1], cols[:1], thumb)[0]
     return (*_normalise(np.stack([whole, whole[:, ::-1]])), _aspect_key(image.width / image.height))
 
 
-def score(sample: tuple[np.ndarray, np.ndarray, float], thumb: np.ndarray, aspect: float) -> float:
-    """Best agreement, over every region of the sample's shape and mirror, of the sample with an eval
-    item's thumbnail (-1..1)."""
-    taps = _region_taps(_aspect_key(aspect), sample[2])
-    return float(_best_score(np.ascontiguousarray(thumb, dtype=np.float32), *taps, sample[0], sample[1]))
+def sample_features(image: Image.Image) -> list[tuple[np.ndarray, np.ndarray, float]]:
+    """Per reading of the sample, its colour and gradient vectors (as is, and mirrored) and aspect ratio.
+
+    Two readings when the sample has what look like letterbox bars: without them (a "border" resize padded
+    the copy) and as written (a banner's or icon's own plain margins, which a center crop keeps and
+    trim_border cannot tell from padding). The better-scoring reading counts.
+    """
+    trimmed = trim_border(image)
+    return [_features(trimmed)] + ([_features(image)] if trimmed is not image else [])
 
 
-def score_dense(sample: tuple[np.ndarray, np.ndarray, float], thumb: np.ndarray, aspect: float) -> float:
+def score(sample: list[tuple[np.ndarray, np.ndarray, float]], thumb: np.ndarray, aspect: float) -> float:
+    """Best agreement, over the sample's readings, every region of its shape and mirror, of the sample with
+    an eval item's thumbnail (-1..1)."""
+    thumb = np.ascontiguousarray(thumb, dtype=np.float32)
+    return max(float(_best_score(thumb, *_region_taps(_aspect_key(aspect), s[2]), s[0], s[1])) for s in sample)
+
+
+def score_dense(sample: list[tuple[np.ndarray, np.ndarray, float]], thumb: np.ndarray, aspect: float) -> float:
     """`score` in plain numpy, trying every region with dense matrices: the reference the compiled kernel
     is tested against (they agree when every region fits the sample's shape)."""
     rows, cols = _region_matrices(_aspect_key(aspect))
     colour, grad = _normalise(_regions(rows, cols, thumb))
-    return float(np.minimum(colour @ sample[0].T, grad @ sample[1].T).max())
+    return max(float(np.minimum(colour @ s[0].T, grad @ s[1].T).max()) for s in sample)

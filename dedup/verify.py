@@ -10,11 +10,11 @@ icons. Each candidate pair is therefore checked on pixels before it counts as a 
   crops keeping 95% and 90% of each side at a grid of anchors, the square centre of each (what a
   center-crop resize keeps), each also mirrored. Regions are cut from the thumbnail with area-averaging
   matrices, so one matrix product per candidate yields all of them;
-- the score is the smallest of two normalised cross-correlations over a SIDE x SIDE grid, at the best region:
-  colour (per-channel mean removed, one norm for all channels, so brightness and contrast changes cancel)
-  and gradients (horizontal and vertical differences of grey). Flat areas contribute zero to both, and
-  gradients score only where edges coincide: two different icons on white share a bright background and
-  a central blob (high colour correlation) but not their edges.
+- the score is the normalised cross-correlation of the two SIDE x SIDE colour grids at the best region,
+  with one mean removed from all channels: brightness (a gain) and PIL-style contrast (a blend toward the
+  mean) cancel, while the colours themselves still count, so a red banner does not match the same words on
+  blue, nor one tricolour another. Measured against a per-channel mean and against gradient correlation
+  (bench/RESULTS.md), this kept the most recall per false positive on flat graphics.
 
 Thresholds come from the measured curves in bench/RESULTS.md ("Retrieve, then verify").
 """
@@ -88,77 +88,56 @@ def _sparse(matrices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return index.astype(np.int64), np.take_along_axis(matrices, index, axis=2).astype(np.float32)
 
 
-@lru_cache(maxsize=4096)
-def _region_taps(aspect_key: float, sample_aspect_key: float) -> tuple[np.ndarray, ...]:
-    """Sparse taps of the regions whose shape matches the sample's: a region squashed onto the grid only
+def _fitting_regions(aspect_key: float, sample_aspect_key: float) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, cols) of the regions whose shape matches the sample's: a region squashed onto the grid only
     lines up with a sample of its own aspect ratio, so the others (half of them: the square centres of a
     non-square image, or the regions around them) are not tried. Fewer tries, fewer chance agreements."""
     rows, cols = _region_matrices(aspect_key)
     boxes = np.array(_boxes(aspect_key))
     shapes = (boxes[:, 1] - boxes[:, 0]) * aspect_key / (boxes[:, 3] - boxes[:, 2])
     fits = np.abs(np.log(shapes / sample_aspect_key)) <= ASPECT_TOLERANCE
-    if fits.any():
-        rows, cols = rows[fits], cols[fits]
+    return (rows[fits], cols[fits]) if fits.any() else (rows, cols)
+
+
+@lru_cache(maxsize=4096)
+def _region_taps(aspect_key: float, sample_aspect_key: float) -> tuple[np.ndarray, ...]:
+    rows, cols = _fitting_regions(aspect_key, sample_aspect_key)
     return (*_sparse(rows), *_sparse(cols))
 
 
 @numba.njit(nogil=True, cache=False)
-def _best_score(thumb, row_idx, row_w, col_idx, col_w, colour, grad):
+def _best_score(thumb, row_idx, row_w, col_idx, col_w, sample):
     """The compiled core of `score`: per region, the grid (a cell averages 2-3 thumbnail pixels each way, so
-    sparse taps are ~20x less work than dense matrices), its colour and gradient vectors laid out as
-    `_normalise` lays them out, and their correlations with the sample's (as is, and mirrored)."""
-    regions, side, taps = row_idx.shape
+    sparse taps are ~20x less work than dense matrices), laid out as `_normalise` lays it out, and its
+    correlation with the sample's (as is, and mirrored)."""
+    regions, side, row_taps = row_idx.shape
+    col_taps = col_idx.shape[2]
     grid = np.empty((side, side, 3), np.float32)
-    grey = np.empty((side, side), np.float32)
     best = -1.0
     for b in range(regions):
+        mean = 0.0
         for i in range(side):
             for j in range(side):
                 for c in range(3):
                     acc = 0.0
-                    for k in range(taps):
+                    for k in range(row_taps):
                         y = row_idx[b, i, k]
                         wy = row_w[b, i, k]
-                        for m in range(taps):
+                        for m in range(col_taps):
                             acc += wy * col_w[b, j, m] * thumb[y, col_idx[b, j, m], c]
                     grid[i, j, c] = acc
-        for c in range(3):
-            mean = 0.0
-            for i in range(side):
-                for j in range(side):
-                    mean += grid[i, j, c]
-            mean /= side * side
-            for i in range(side):
-                for j in range(side):
-                    grid[i, j, c] -= mean
-        for i in range(side):
-            for j in range(side):
-                grey[i, j] = 0.299 * grid[i, j, 0] + 0.587 * grid[i, j, 1] + 0.114 * grid[i, j, 2]
-        for v in range(colour.shape[0]):  # the sample as is, then mirrored
+                    mean += acc
+        mean /= side * side * 3
+        for v in range(sample.shape[0]):  # the sample as is, then mirrored
             dot, norm, f = 0.0, 0.0, 0
             for i in range(side):
                 for j in range(side):
                     for c in range(3):
-                        x = grid[i, j, c]
-                        dot += x * colour[v, f]
+                        x = grid[i, j, c] - mean
+                        dot += x * sample[v, f]
                         norm += x * x
                         f += 1
-            c_score = dot / max(np.sqrt(norm), 1e-3)
-            dot, norm, f = 0.0, 0.0, 0
-            for i in range(side - 1):
-                for j in range(side):
-                    x = grey[i + 1, j] - grey[i, j]
-                    dot += x * grad[v, f]
-                    norm += x * x
-                    f += 1
-            for i in range(side):
-                for j in range(side - 1):
-                    x = grey[i, j + 1] - grey[i, j]
-                    dot += x * grad[v, f]
-                    norm += x * x
-                    f += 1
-            g_score = dot / max(np.sqrt(norm), 1e-3)
-            best = max(best, min(c_score, g_score))
+            best = max(best, dot / max(np.sqrt(norm), 1e-3))
     return best
 
 
@@ -174,28 +153,22 @@ def _regions(rows: np.ndarray, cols: np.ndarray, thumb: np.ndarray) -> np.ndarra
 
 
 def _normalise(grids: np.ndarray) -> np.ndarray:
-    """(n, SIDE, SIDE, 3) float grids -> (n, features) unit vectors of colour and of grey gradients."""
-    colour = grids - grids.mean(axis=(1, 2), keepdims=True)
-    grey = grids @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    grad = np.concatenate([np.diff(grey, axis=1).reshape(len(grids), -1),
-                           np.diff(grey, axis=2).reshape(len(grids), -1)], axis=1)
-    colour = colour.reshape(len(grids), -1)
-
-    def unit(v):
-        return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-3)
-
-    return unit(colour), unit(grad)
+    """(n, SIDE, SIDE, 3) float grids -> (n, SIDE * SIDE * 3) unit vectors, one mean removed from all
+    channels together (not per channel: that would erase the background colour that tells a red banner
+    from a blue one)."""
+    colour = (grids - grids.mean(axis=(1, 2, 3), keepdims=True)).reshape(len(grids), -1)
+    return colour / np.maximum(np.linalg.norm(colour, axis=1, keepdims=True), 1e-3)
 
 
-def _features(image: Image.Image) -> tuple[np.ndarray, np.ndarray, float]:
+def _features(image: Image.Image) -> tuple[np.ndarray, float]:
     thumb = thumbnail(image).astype(np.float32)
     rows, cols = _region_matrices(1.0)
     whole = _regions(rows[:1], cols[:1], thumb)[0]
-    return (*_normalise(np.stack([whole, whole[:, ::-1]])), _aspect_key(image.width / image.height))
+    return _normalise(np.stack([whole, whole[:, ::-1]])), _aspect_key(image.width / image.height)
 
 
-def sample_features(image: Image.Image) -> list[tuple[np.ndarray, np.ndarray, float]]:
-    """Per reading of the sample, its colour and gradient vectors (as is, and mirrored) and aspect ratio.
+def sample_features(image: Image.Image) -> list[tuple[np.ndarray, float]]:
+    """Per reading of the sample, its grid vector (as is, and mirrored) and its aspect ratio.
 
     Two readings when the sample has what look like letterbox bars: without them (a "border" resize padded
     the copy) and as written (a banner's or icon's own plain margins, which a center crop keeps and
@@ -205,16 +178,17 @@ def sample_features(image: Image.Image) -> list[tuple[np.ndarray, np.ndarray, fl
     return [_features(trimmed)] + ([_features(image)] if trimmed is not image else [])
 
 
-def score(sample: list[tuple[np.ndarray, np.ndarray, float]], thumb: np.ndarray, aspect: float) -> float:
-    """Best agreement, over the sample's readings, every region of its shape and mirror, of the sample with
-    an eval item's thumbnail (-1..1)."""
+def score(sample: list[tuple[np.ndarray, float]], thumb: np.ndarray, aspect: float) -> float:
+    """Best correlation, over the sample's readings, every region of its shape and mirror, of the sample
+    with an eval item's thumbnail (-1..1)."""
     thumb = np.ascontiguousarray(thumb, dtype=np.float32)
-    return max(float(_best_score(thumb, *_region_taps(_aspect_key(aspect), s[2]), s[0], s[1])) for s in sample)
+    return max(float(_best_score(thumb, *_region_taps(_aspect_key(aspect), s[1]), s[0])) for s in sample)
 
 
-def score_dense(sample: list[tuple[np.ndarray, np.ndarray, float]], thumb: np.ndarray, aspect: float) -> float:
-    """`score` in plain numpy, trying every region with dense matrices: the reference the compiled kernel
-    is tested against (they agree when every region fits the sample's shape)."""
-    rows, cols = _region_matrices(_aspect_key(aspect))
-    colour, grad = _normalise(_regions(rows, cols, thumb))
-    return max(float(np.minimum(colour @ s[0].T, grad @ s[1].T).max()) for s in sample)
+def score_dense(sample: list[tuple[np.ndarray, float]], thumb: np.ndarray, aspect: float) -> float:
+    """`score` in plain numpy with dense matrices: the reference the compiled kernel is tested against."""
+    best = -1.0
+    for features, sample_aspect in sample:
+        grids = _normalise(_regions(*_fitting_regions(_aspect_key(aspect), sample_aspect), thumb))
+        best = max(best, float((grids @ features.T).max()))
+    return best

@@ -29,7 +29,7 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageFont, ImageOps
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dedup import verify  # noqa: E402
-from dedup.image_hashes import eval_variants, sample_hash  # noqa: E402
+from dedup.image_hashes import eval_variants, sample_hashes  # noqa: E402
 from openwit.hashing import stable_uniform  # noqa: E402
 from pipeline.resize import ImageOptions, process_image  # noqa: E402
 
@@ -177,17 +177,15 @@ class Query:
     """A written sample's retrieval codes and verification features."""
 
     def __init__(self, im: Image.Image):
-        self.code = sample_hash(im)
+        self.codes = sample_hashes(im)
         self.features = verify.sample_features(im)
 
 
 def candidates(q: Query, codes, items, n_items, max_radius) -> dict[int, int]:
     """item -> min Hamming distance, for items within max_radius."""
-    if q.code is None:
-        return {}
-    d = np.bitwise_count(codes ^ np.uint64(q.code)).astype(np.int64)
     best = np.full(n_items, 65, dtype=np.int64)
-    np.minimum.at(best, items, d)
+    for code in q.codes:
+        np.minimum.at(best, items, np.bitwise_count(codes ^ np.uint64(code)).astype(np.int64))
     hit = np.flatnonzero(best <= max_radius)
     return {int(i): int(best[i]) for i in hit}
 
@@ -288,7 +286,8 @@ def main(argv=None) -> int:
     print(f"background queries done, {time.time() - t0:.0f}s; verification "
           f"{1e3 * np.median(score_time):.2f} ms median per candidate", file=sys.stderr)
     np.save("bench/work/dedup_quality.npy", {"true": dict(true_pairs), "fp": dict(fp),
-                                             "kinds": [e[0] for e in evals]}, allow_pickle=True)
+                                             "kinds": [e[0] for e in evals], "names": [e[1] for e in evals]},
+            allow_pickle=True)
     report(true_pairs, fp, [e[0] for e in evals], photo_ids)
     return 0
 

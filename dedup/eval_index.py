@@ -31,7 +31,7 @@ VERSION = 2  # 2: thumbnails and aspect ratios for verification
 # Largest pHash distance retrieved as a candidate, and smallest verification score accepted; chosen from
 # the measured recall / false-positive curves in bench/RESULTS.md ("Retrieve, then verify").
 DEFAULT_RADIUS = 12
-DEFAULT_MIN_SCORE = 0.93
+DEFAULT_MIN_SCORE = 0.95
 METHODS = ("sha256", "phash", "mirror_phash", "crop_phash", "caption_minhash")
 # How each method's matches are confirmed, recorded beside the method: pixel hashes need no second test,
 # caption matches are confirmed by exact Jaccard (their score is 1 - distance), image hashes by dedup/verify.
@@ -228,8 +228,7 @@ class EvalIndex:
         for sample, image in enumerate(images):
             for item in self._sha.get(image_hashes.pixel_sha256(image), ()):
                 add(sample, item, "sha256", 0.0, VERIFICATION["sha256"], 1.0)
-            code = image_hashes.sample_hash(image) if min(image.size) >= MIN_HASH_SIDE else None
-            if code is not None:
+            for code in image_hashes.sample_hashes(image) if min(image.size) >= MIN_HASH_SIDE else ():
                 hashed.append(sample)
                 codes.append(code)
         if codes and len(self.codes):

@@ -31,7 +31,7 @@ VERSION = 2  # 2: thumbnails and aspect ratios for verification
 # Largest pHash distance retrieved as a candidate, and smallest verification score accepted; chosen from
 # the measured recall / false-positive curves in bench/RESULTS.md ("Retrieve, then verify").
 DEFAULT_RADIUS = 12
-DEFAULT_MIN_SCORE = 0.95
+DEFAULT_MIN_SCORE = 0.93
 METHODS = ("sha256", "phash", "mirror_phash", "crop_phash", "caption_minhash")
 # How each method's matches are confirmed, recorded beside the method: pixel hashes need no second test,
 # caption matches are confirmed by exact Jaccard (their score is 1 - distance), image hashes by dedup/verify.

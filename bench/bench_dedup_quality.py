@@ -274,7 +274,6 @@ def main(argv=None) -> int:
 
     # False positives: every unrelated image against the whole eval set (photo patches only against
     # photos they were not cut from).
-    photo_ids = {evals[i][1]: i for i in range(n) if evals[i][0] == "photo"}
     fp = defaultdict(list)  # kind -> per query list of (item, d, score)
     for kind, ims in background.items():
         for im in ims:
@@ -287,13 +286,12 @@ def main(argv=None) -> int:
           f"{1e3 * np.median(score_time):.2f} ms median per candidate", file=sys.stderr)
     np.save("bench/work/dedup_quality.npy", {"true": dict(true_pairs), "fp": dict(fp),
                                              "kinds": [e[0] for e in evals], "names": [e[1] for e in evals]},
-            allow_pickle=True)
-    report(true_pairs, fp, [e[0] for e in evals], photo_ids)
+            allow_pickle=True)  # for re-cutting thresholds without re-running
+    report(true_pairs, fp, n)
     return 0
 
 
-def report(true_pairs, fp, eval_kinds, photo_ids=None):
-    n = len(eval_kinds)
+def report(true_pairs, fp, n: int):
     print("\n### Recall by family (all kinds pooled), retrieval radius r, verification score >= tau")
     cols = [(r, t) for r in (8, 10, 12, 14) for t in (None, 0.9, 0.93, 0.95)]
     print("| family | " + " | ".join(f"r{r}" + ("" if t is None else f" τ{t}") for r, t in cols) + " |")
@@ -310,7 +308,7 @@ def report(true_pairs, fp, eval_kinds, photo_ids=None):
         d, s = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
         print(f"| {kind} | " + " | ".join(f"{np.mean((d <= r) & ((s >= t) if t else True)):.3f}"
                                           for r, t in cols) + " |")
-    for size in (1000, n):
+    for size in sorted({min(1000, n), n}):
         print(f"\n### False-positive rate per unrelated image, eval set of {size} items")
         print("| background | queries | " + " | ".join(f"r{r}" + ("" if t is None else f" τ{t}") for r, t in cols)
               + " |")

@@ -12,7 +12,9 @@ if [ -z "$rsvg" ]; then
     apt-get download librsvg2-bin && dpkg-deb -x librsvg2-bin_*.deb rsvg && rsvg=rsvg/usr/bin/rsvg-convert
 fi
 mkdir -p icons
-find x/usr/share/icons/Papirus/64x64 x/usr/share/icons/breeze -name '*.svg' ! -type l | sort | while read -r f; do
+# Breeze's 16-32 px variants are simplified copies of its larger icons: left out, they would be near-duplicates.
+find x/usr/share/icons/Papirus/64x64 x/usr/share/icons/breeze -name '*.svg' ! -type l \
+    | grep -v 'breeze/.*/\(16\|22\|24\|32\)/' | sort | while read -r f; do
     out="icons/$(echo "$f" | tr '/' '_' | sed 's/\.svg$/.png/')"
     [ -f "$out" ] || "$rsvg" -w 128 -h 128 -b white "$f" -o "$out" 2>/dev/null || true
 done

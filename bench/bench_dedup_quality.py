@@ -1,13 +1,18 @@
-"""Near-duplicate detection quality on real photographs: recall per transformation family and the
-false-positive rate on unrelated images, as a function of the Hamming threshold.
+"""Near-duplicate detection quality with hard negatives: recall per transformation family and false-positive
+rate per kind of unrelated image, for retrieval alone (pHash radius) and for retrieval + verification.
 
-Photos come from packages only (fetch them with bench/fetch_dedup_photos.sh): Debian's mate-backgrounds and
-ukui-wallpapers (photographic wallpapers) and the images scikit-image's wheel ships (skimage/data).
+Images come from packages only (bench/fetch_dedup_photos.sh, then bench/render_icons.sh):
+- photos: Debian's mate-backgrounds and ukui-wallpapers;
+- icons: papirus-icon-theme and breeze-icon-theme rendered to 128 px on white, and Adwaita's PNGs;
+- emoji and flags: the Noto colour emoji font (flags are its regional-indicator pairs);
+- text and charts: text on a plain colour and bar charts, drawn here.
+Each kind is split by a stable hash: most of it forms the eval set, the rest is the unrelated background.
+Eval sets of 1k and 10k items are nested (the 1k set is a part of the 10k one).
 
-Every query goes through what the pipeline does to a sample before lookup: resize to 256 px, with a center
-crop or with a border (padding) — so recall is measured on the image EvalIndex.lookup really sees.
+Every query goes through the pipeline's own resize and encode (pipeline/resize.py: 256 px, center crop or
+border, JPEG q95) and is decoded back, so what is measured is what the shard holds.
 
-    python bench/bench_dedup_quality.py --photos bench/work/photos
+    python bench/bench_dedup_quality.py --photos bench/work/photos --eval-items 10000
 """
 
 import argparse
@@ -15,61 +20,106 @@ import glob
 import io
 import os
 import sys
+import time
 from collections import defaultdict
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageEnhance, ImageOps
+from PIL import Image, ImageDraw, ImageEnhance, ImageFont, ImageOps
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from dedup.image_hashes import eval_variants, sample_hash  # noqa: E402
+from dedup import verify  # noqa: E402
+from dedup.image_hashes import eval_variants, sample_hashes  # noqa: E402
 from openwit.hashing import stable_uniform  # noqa: E402
+from pipeline.resize import ImageOptions, process_image  # noqa: E402
 
-# Photographs (not drawings), excluding files that are copies of each other (the Elephants wallpaper in three
-# sizes, four tints of one Ubuntu MATE picture, the right view of the motorcycle stereo pair).
-PHOTOS = [
-    "x/usr/share/backgrounds/mate/nature/*.jpg",
-    "x/usr/share/backgrounds/mate/abstract/Elephants.jpg",
-    "x/usr/share/backgrounds/mate/desktop/GreenTraditional.jpg",
-    "x/usr/share/backgrounds/mate/desktop/Ubuntu-Mate-Warm-no-logo.png",
-    "x/usr/share/backgrounds/*.jpg",
-    *[f"wheel/skimage/data/{n}" for n in (
-        "astronaut.png", "brick.png", "camera.png", "cell.png", "chelsea.png", "clock_motion.png",
-        "coffee.png", "coins.png", "grass.png", "gravel.png", "hubble_deep_field.jpg", "ihc.png", "moon.png",
-        "motorcycle_left.png", "page.png", "retina.jpg", "rocket.jpg", "text.png")],
-]
-# Drawings and renders from the same packages: structured, unrelated images for the false-positive side.
-DRAWINGS = [
-    "x/usr/share/backgrounds/*.png",
-    "x/usr/share/backgrounds/mate/abstract/*.png",
-    "x/usr/share/backgrounds/mate/desktop/MATE-Stripes-Dark.png",
-    "x/usr/share/backgrounds/mate/desktop/Float-into-MATE.png",
-    *[f"wheel/skimage/data/{n}" for n in ("chessboard_RGB.png", "color.png", "logo.png", "phantom.png")],
-]
-
-MAX_SIDE = 1024  # eval sets hold images of ~256-1024 px (ImageNet, COCO); larger ones only slow hashing
-
-
-def load(root: str, patterns: list[str]) -> dict[str, Image.Image]:
-    images = {}
-    for pattern in patterns:
-        for path in sorted(glob.glob(os.path.join(root, pattern))):
-            im = Image.open(path)
-            im = im.convert("RGBA").convert("RGB") if im.mode in ("RGBA", "LA", "P") else im.convert("RGB")
-            im.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.LANCZOS)
-            images[os.path.relpath(path, root)] = im
-    return images
-
-
-def pipeline_resize(im: Image.Image, mode: str, size: int = 256) -> Image.Image:
-    """What the pipeline writes: shorter side to `size` then center crop, or longer side + black border."""
-    if mode == "center_crop":
-        return ImageOps.fit(im, (size, size), Image.Resampling.LANCZOS)
-    return ImageOps.pad(im, (size, size), Image.Resampling.LANCZOS, color=(0, 0, 0))
+MAX_SIDE = 512
 
 
 def u(*parts) -> float:
     return stable_uniform("bench_dedup_quality", *parts)
+
+
+def flatten(im: Image.Image) -> Image.Image:
+    """RGB on white: icons and emoji are transparent, and sit on white pages."""
+    if im.mode in ("RGBA", "LA", "P", "PA"):
+        im = im.convert("RGBA")
+        bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        return Image.alpha_composite(bg, im).convert("RGB")
+    return im.convert("RGB")
+
+
+def load_files(paths: list[str]) -> list[tuple[str, Image.Image]]:
+    out = []
+    for path in paths:
+        try:
+            im = flatten(Image.open(path))
+        except Exception:
+            continue
+        im.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.LANCZOS)
+        out.append((path, im))
+    return out
+
+
+def emoji(font_path: str) -> tuple[list, list]:
+    """(emoji, flags) rendered from the colour font; codepoints without a glyph are skipped."""
+    font = ImageFont.truetype(font_path, 109)
+
+    def render(text):
+        im = Image.new("RGBA", (160, 136), (255, 255, 255, 0))
+        ImageDraw.Draw(im).text((0, 0), text, font=font, embedded_color=True)
+        box = im.getbbox()
+        return None if box is None else flatten(im.crop(box))
+
+    tofu = np.asarray(render(chr(0x10FFFD)) or Image.new("RGB", (1, 1)))
+    singles, flags = [], []
+    for cp in list(range(0x1F300, 0x1FAFF)) + list(range(0x2600, 0x27C0)):
+        if 0x1F3FB <= cp <= 0x1F3FF or 0x1F1E6 <= cp <= 0x1F1FF:
+            continue  # skin tones (copies of another emoji) and regional indicators
+        im = render(chr(cp))
+        if im is not None and (im.size != tofu.shape[1::-1] or not np.array_equal(np.asarray(im), tofu)):
+            singles.append((f"U+{cp:X}", im))
+    unknown = np.asarray(render(chr(0x1F1F6) * 2))  # QQ is no country: the font draws a flag with a "?"
+    for a in range(26):
+        for b in range(26):
+            im = render(chr(0x1F1E6 + a) + chr(0x1F1E6 + b))
+            if im.size != unknown.shape[1::-1] or not np.array_equal(np.asarray(im), unknown):
+                flags.append((f"flag {chr(65 + a)}{chr(65 + b)}", im))
+    return singles, flags
+
+
+WORDS = ["Sale", "Open", "Welcome", "Menu", "News", "Contact us", "Free shipping", "Login", "Team", "Events",
+         "Download", "Subscribe", "Best price", "About", "Careers", "Support", "Blog", "Shop now", "Gallery"]
+
+
+def text_images(n: int) -> list:
+    out = []
+    for i in range(n):
+        bg = tuple(int(255 * u("tx", i, k)) for k in "rgb")
+        fg = (255, 255, 255) if sum(bg) < 380 else (0, 0, 0)
+        w, h = (400, 120) if u("tx", i, "shape") < 0.5 else (300, 300)
+        im = Image.new("RGB", (w, h), bg)
+        text = f"{WORDS[i % len(WORDS)]} {int(100 * u('tx', i, 'n'))}"
+        ImageDraw.Draw(im).text((10 + 60 * u("tx", i, "x"), 20 + 40 * u("tx", i, "y")), text, fill=fg,
+                                font_size=28 + int(30 * u("tx", i, "s")))
+        out.append((f"text {i}", im))
+    return out
+
+
+def charts(n: int) -> list:
+    out = []
+    for i in range(n):
+        im = Image.new("RGB", (320, 240), (255, 255, 255))
+        d = ImageDraw.Draw(im)
+        d.line((30, 10, 30, 210, 310, 210), fill=(0, 0, 0), width=2)
+        bars = 3 + int(8 * u("ch", i, "bars"))
+        colour = tuple(int(200 * u("ch", i, k)) for k in "rgb")
+        width = 270 // bars
+        for b in range(bars):
+            top = 200 - int(180 * u("ch", i, b))
+            d.rectangle((36 + b * width, top, 30 + (b + 1) * width, 209), fill=colour)
+        out.append((f"chart {i}", im))
+    return out
 
 
 def encode(im: Image.Image, fmt: str, quality: int) -> Image.Image:
@@ -80,152 +130,198 @@ def encode(im: Image.Image, fmt: str, quality: int) -> Image.Image:
 
 def transform(im: Image.Image, family: str, key: str) -> Image.Image:
     w, h = im.size
-    if family == "resize":
-        scale = 0.2 + 0.6 * u(key, "s")
-        return im.resize((max(8, round(w * scale)), max(8, round(h * scale))), Image.Resampling.BICUBIC)
-    if family == "jpeg":
-        return encode(im, "JPEG", 25 + round(65 * u(key, "q")))
+    if family == "resize_recompress":
+        scale = 0.5 + 0.5 * u(key, "s")
+        small = im.resize((max(8, round(w * scale)), max(8, round(h * scale))), Image.Resampling.BICUBIC)
+        return encode(small, "JPEG", 30 + round(60 * u(key, "q")))
     if family == "webp":
-        return encode(im, "WEBP", 25 + round(65 * u(key, "q")))
+        return encode(im, "WEBP", 30 + round(60 * u(key, "q")))
     if family in ("crop5", "crop10"):
         keep = 0.95 if family == "crop5" else 0.90
         cw, ch = round(w * keep), round(h * keep)
         left, top = round((w - cw) * u(key, "x")), round((h - ch) * u(key, "y"))
         return im.crop((left, top, left + cw, top + ch))
+    if family == "crop10_offcentre":  # 10% off two adjacent sides: a corner crop
+        cw, ch = round(w * 0.9), round(h * 0.9)
+        left, top = (w - cw) * round(u(key, "x")), (h - ch) * round(u(key, "y"))
+        return im.crop((left, top, left + cw, top + ch))
     if family == "flip":
         return ImageOps.mirror(im)
     if family == "brightness_contrast":
-        im = ImageEnhance.Brightness(im).enhance(0.7 + 0.6 * u(key, "b"))
-        return ImageEnhance.Contrast(im).enhance(0.7 + 0.6 * u(key, "c"))
+        im = ImageEnhance.Brightness(im).enhance(0.8 + 0.4 * u(key, "b"))
+        return ImageEnhance.Contrast(im).enhance(0.8 + 0.4 * u(key, "c"))
     if family == "overlay_text":
         im = im.copy()
         draw = ImageDraw.Draw(im)
-        size = max(10, h // 16)
-        x, y = round(w * 0.6 * u(key, "x")), round(h * 0.85 * u(key, "y"))
-        draw.text((x, y), "© stock photo 2024", fill=(255, 255, 255), font_size=size, stroke_width=1,
+        size = max(8, h // 14)
+        x, y = round(w * 0.5 * u(key, "x")), round(h * 0.85 * u(key, "y"))
+        draw.text((x, y), "© stock 2024", fill=(255, 255, 255), font_size=size, stroke_width=1,
                   stroke_fill=(0, 0, 0))
         return im
     raise ValueError(family)
 
 
-FAMILIES = ["resize", "jpeg", "webp", "crop5", "crop10", "flip", "brightness_contrast", "overlay_text"]
+FAMILIES = ["resize_recompress", "webp", "crop5", "crop10", "crop10_offcentre", "flip", "brightness_contrast",
+            "overlay_text"]
 
 
-def patches(images: dict[str, Image.Image], per_image: int) -> list[Image.Image]:
-    """Unrelated real images: crops of 20-45% of a photo's side, a different picture from the whole."""
-    out = []
-    for name, im in images.items():
-        w, h = im.size
-        for i in range(per_image):
-            side = round(min(w, h) * (0.2 + 0.25 * u(name, i, "side")))
-            left, top = round((w - side) * u(name, i, "x")), round((h - side) * u(name, i, "y"))
-            out.append(im.crop((left, top, left + side, top + side)))
-    return out
+def as_written(im: Image.Image, mode: str) -> Image.Image:
+    """The pixels the shard holds: the pipeline's resize and encode, decoded back."""
+    buf = io.BytesIO()
+    im.save(buf, "PNG")
+    out = process_image(buf.getvalue(), ImageOptions(resize_mode=mode))
+    return Image.open(io.BytesIO(out.data)).convert("RGB")
 
 
-def synthetic(n: int) -> list[Image.Image]:
-    """Structured images a web crawl is full of: gradients, stripes, checkerboards, text on flat colour."""
-    out = []
-    yy, xx = np.mgrid[0:256, 0:256].astype(np.float32)
-    for i in range(n):
-        kind = i % 4
-        a, b, c = (u("syn", i, k) for k in "abc")
-        if kind == 0:
-            angle = 2 * np.pi * a
-            g = (np.cos(angle) * xx + np.sin(angle) * yy) / 362 + 0.5
-            arr = np.stack([g * 255 * b, g * 255, (1 - g) * 255 * c], -1)
-        elif kind == 1:
-            period = 4 + 60 * a
-            s = (np.sin(2 * np.pi * (xx * np.cos(b * 3) + yy * np.sin(b * 3)) / period) > 0) * 255.0
-            arr = np.stack([s, s * c, 255 - s], -1)
-        elif kind == 2:
-            cell = 4 + int(60 * a)
-            s = (((xx // cell) + (yy // cell)) % 2) * 255.0
-            arr = np.stack([s * b, s, s * c], -1)
-        else:
-            arr = np.zeros((256, 256, 3), np.float32) + np.array([255 * a, 255 * b, 255 * c])
-        im = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
-        if kind == 3:
-            ImageDraw.Draw(im).text((10 + 100 * a, 60 + 100 * b), f"Sale {i}% off", fill=(255, 255, 255),
-                                    font_size=20 + int(30 * c))
-        out.append(im)
-    return out
+class Query:
+    """A written sample's retrieval codes and verification features."""
+
+    def __init__(self, im: Image.Image):
+        self.codes = sample_hashes(im)
+        self.features = verify.sample_features(im)
 
 
-def min_distances(codes: np.ndarray, items: np.ndarray, n_items: int, query: int | None) -> np.ndarray:
-    """Per eval item, the smallest Hamming distance from the query to any of its stored variants."""
+def candidates(q: Query, codes, items, n_items, max_radius) -> dict[int, int]:
+    """item -> min Hamming distance, for items within max_radius."""
     best = np.full(n_items, 65, dtype=np.int64)
-    if query is None:
-        return best
-    d = np.bitwise_count(codes ^ np.uint64(query)).astype(np.int64)
-    np.minimum.at(best, items, d)
-    return best
-
-
-def build(images: list[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
-    codes, items = [], []
-    for i, im in enumerate(images):
-        for _, code in eval_variants(im):
-            codes.append(code)
-            items.append(i)
-    return np.array(codes, dtype=np.uint64), np.array(items, dtype=np.int64)
+    for code in q.codes:
+        np.minimum.at(best, items, np.bitwise_count(codes ^ np.uint64(code)).astype(np.int64))
+    hit = np.flatnonzero(best <= max_radius)
+    return {int(i): int(best[i]) for i in hit}
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--photos", default="bench/work/photos")
-    ap.add_argument("--per-family", type=int, default=3, help="random transforms per photo and family")
-    ap.add_argument("--patches", type=int, default=40, help="unrelated patches per image")
-    ap.add_argument("--synthetic", type=int, default=400)
+    ap.add_argument("--eval-items", type=int, default=10000)
+    ap.add_argument("--recall-items", type=int, default=40, help="eval items per kind queried per family")
+    ap.add_argument("--background", type=int, default=400, help="unrelated images per kind")
+    ap.add_argument("--max-radius", type=int, default=14)
     args = ap.parse_args(argv)
+    t0 = time.time()
 
-    photos = load(args.photos, PHOTOS)
-    drawings = load(args.photos, DRAWINGS)
-    names = sorted(photos)
-    print(f"{len(photos)} photos, {len(drawings)} drawings", file=sys.stderr)
-    codes, items = build([photos[n] for n in names])
-    print(f"index: {len(codes)} hashes for {len(names)} eval photos", file=sys.stderr)
+    root = args.photos
+    kinds = {
+        "photo": load_files(sorted(glob.glob(f"{root}/x/usr/share/backgrounds/**/*.jpg", recursive=True)
+                                   + glob.glob(f"{root}/x/usr/share/backgrounds/**/*.png", recursive=True))),
+        "icon": load_files(sorted(glob.glob(f"{root}/icons/*.png"))
+                           + sorted(glob.glob("/usr/share/icons/Adwaita/96x96/**/*.png", recursive=True))),
+        "text": text_images(1500),
+        "chart": charts(1500),
+    }
+    kinds["emoji"], kinds["flag"] = emoji(f"{root}/x/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf")
+    print({k: len(v) for k, v in kinds.items()}, f"{time.time() - t0:.0f}s", file=sys.stderr)
 
-    # Recall: distance of each transformed, pipeline-resized copy to its own eval item.
-    true_d = defaultdict(list)
-    for i, name in enumerate(names):
-        for family in FAMILIES:
-            for k in range(args.per_family):
+    # Split: a share of every kind is unrelated background, the rest eval; photos are few, so they are all
+    # eval and their unrelated images are crops of 20-45% of another photo's side.
+    evals, background = [], defaultdict(list)
+    for kind, items in kinds.items():
+        for name, im in items:
+            if kind != "photo" and u(name, "bg") < min(0.5, args.background / max(1, len(items))):
+                background[kind].append(im)
+            else:
+                evals.append((kind, name, im))
+    for k, (name, im) in enumerate(kinds["photo"][: len(kinds["photo"]) // 2]):
+        w, h = im.size
+        for i in range(10):
+            side = round(min(w, h) * (0.2 + 0.25 * u(name, i, "side")))
+            left, top = round((w - side) * u(name, i, "x")), round((h - side) * u(name, i, "y"))
+            background["photo_patch"].append(im.crop((left, top, left + side, top + side)))
+    held_out = {n for n, _ in kinds["photo"][: len(kinds["photo"]) // 2]}
+    # Stable order, photos first (they are few), so the first 1k items are a mix like the 10k.
+    evals.sort(key=lambda e: (e[0] != "photo", u(e[1], "order")))
+    evals = evals[: args.eval_items]
+    n = len(evals)
+    print(f"eval items {n}; background " + str({k: len(v) for k, v in background.items()}), file=sys.stderr)
+
+    codes, items, thumbs, aspects = [], [], [], []
+    for i, (_, _, im) in enumerate(evals):
+        for _, code in eval_variants(im):
+            codes.append(code)
+            items.append(i)
+        thumbs.append(verify.thumbnail(im))
+        aspects.append(im.width / im.height)
+    codes, items = np.array(codes, dtype=np.uint64), np.array(items)
+    print(f"index: {len(codes)} codes, {time.time() - t0:.0f}s", file=sys.stderr)
+
+    score_time = []
+
+    def scored(q: Query, cands: dict[int, int]) -> list[tuple[int, int, float]]:
+        out = []
+        for item, d in cands.items():
+            t = time.perf_counter()
+            s = verify.score(q.features, thumbs[item], aspects[item])
+            score_time.append(time.perf_counter() - t)
+            out.append((item, d, s))
+        return out
+
+    # Recall: per family, eval items of each kind transformed, written, looked up.
+    true_pairs = defaultdict(list)  # (family, mode) -> [(d, score)]
+    by_kind = defaultdict(list)
+    for i, (kind, name, _) in enumerate(evals):
+        if kind != "photo" or name not in held_out:
+            by_kind[kind].append(i)
+    for kind, idx in by_kind.items():
+        for i in idx[: args.recall_items]:
+            for family in FAMILIES:
                 for mode in ("center_crop", "border"):
-                    q = sample_hash(pipeline_resize(transform(photos[name], family, f"{name}/{k}"), mode))
-                    true_d[(family, mode)].append(min_distances(codes, items, len(names), q)[i])
+                    im = as_written(transform(evals[i][2], family, f"{evals[i][1]}/{family}"), mode)
+                    q = Query(im)
+                    d = candidates(q, codes[items == i], items[items == i], n, 64).get(i, 65)
+                    s = verify.score(q.features, thumbs[i], aspects[i])
+                    true_pairs[(family, mode, kind)].append((d, s))
+    print(f"recall queries done, {time.time() - t0:.0f}s", file=sys.stderr)
 
-    # False positives: unrelated images against all eval photos (split so patches never query their own
-    # photo), and pairs of unrelated images against each other for a per-pair rate.
-    half_a = [n for n in names if u(n, "split") < 0.5]
-    half_b = [n for n in names if n not in half_a]
-    fp_query_min = []  # per unrelated query, min distance to any eval photo it is unrelated to
-    for src, dst in ((half_a, half_b), (half_b, half_a)):
-        dst_idx = np.array([names.index(n) for n in dst])
-        keep = np.isin(items, dst_idx)
-        sub_codes, sub_items = codes[keep], items[keep]
-        unrelated = patches({n: photos[n] for n in src}, args.patches)
-        for im in unrelated:
-            q = sample_hash(pipeline_resize(im, "center_crop"))
-            fp_query_min.append(min_distances(sub_codes, sub_items, len(names), q)[dst_idx].min())
-    others = patches(drawings, args.patches // 4) + list(drawings.values()) + synthetic(args.synthetic)
-    for im in others:
-        q = sample_hash(pipeline_resize(im, "center_crop"))
-        fp_query_min.append(min_distances(codes, items, len(names), q).min())
-    fp_query_min = np.array(fp_query_min)
-
-    print(f"\nrecall by threshold (queries per family and resize mode: {args.per_family * len(names)}); "
-          f"false-positive rate over {len(fp_query_min)} unrelated images vs {len(names)} eval photos")
-    thresholds = list(range(0, 17, 2))
-    header = "| family | resize | " + " | ".join(f"d≤{t}" for t in thresholds) + " |"
-    print(header)
-    print("|" + "---|" * (len(thresholds) + 2))
-    for (family, mode), d in true_d.items():
-        d = np.array(d)
-        print(f"| {family} | {mode} | " + " | ".join(f"{(d <= t).mean():.3f}" for t in thresholds) + " |")
-    print("| **false positives** | unrelated | "
-          + " | ".join(f"{(fp_query_min <= t).mean():.4f}" for t in thresholds) + " |")
+    # False positives: every unrelated image against the whole eval set (photo patches only against
+    # photos they were not cut from).
+    fp = defaultdict(list)  # kind -> per query list of (item, d, score)
+    for kind, ims in background.items():
+        for im in ims:
+            q = Query(as_written(im, "center_crop"))
+            cands = candidates(q, codes, items, n, args.max_radius)
+            if kind == "photo_patch":
+                cands = {i: d for i, d in cands.items() if evals[i][1] not in held_out}
+            fp[kind].append(scored(q, cands))
+    print(f"background queries done, {time.time() - t0:.0f}s; verification "
+          f"{1e3 * np.median(score_time):.2f} ms median per candidate", file=sys.stderr)
+    np.save("bench/work/dedup_quality.npy", {"true": dict(true_pairs), "fp": dict(fp),
+                                             "kinds": [e[0] for e in evals], "names": [e[1] for e in evals]},
+            allow_pickle=True)  # for re-cutting thresholds without re-running
+    report(true_pairs, fp, n)
     return 0
+
+
+def report(true_pairs, fp, n: int):
+    print("\n### Recall by family (all kinds pooled), retrieval radius r, verification score >= tau")
+    cols = [(r, t) for r in (8, 10, 12, 14) for t in (None, 0.9, 0.93, 0.95)]
+    print("| family | " + " | ".join(f"r{r}" + ("" if t is None else f" τ{t}") for r, t in cols) + " |")
+    print("|---" * (len(cols) + 1) + "|")
+    fams = sorted({f for f, _, _ in true_pairs}, key=FAMILIES.index)
+    for fam in fams:
+        pairs = [p for (f, _, _), v in true_pairs.items() if f == fam for p in v]
+        d, s = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+        print(f"| {fam} | " + " | ".join(f"{np.mean((d <= r) & ((s >= t) if t else True)):.3f}"
+                                         for r, t in cols) + " |")
+    print("\n### Recall by kind of eval image (all families)")
+    for kind in sorted({k for _, _, k in true_pairs}):
+        pairs = [p for (_, _, k), v in true_pairs.items() if k == kind for p in v]
+        d, s = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+        print(f"| {kind} | " + " | ".join(f"{np.mean((d <= r) & ((s >= t) if t else True)):.3f}"
+                                          for r, t in cols) + " |")
+    for size in sorted({min(1000, n), n}):
+        print(f"\n### False-positive rate per unrelated image, eval set of {size} items")
+        print("| background | queries | " + " | ".join(f"r{r}" + ("" if t is None else f" τ{t}") for r, t in cols)
+              + " |")
+        print("|---" * (len(cols) + 2) + "|")
+        total = defaultdict(list)
+        for kind, queries in fp.items():
+            row = []
+            for r, t in cols:
+                hits = [any(i < size and d <= r and (t is None or s >= t) for i, d, s in q) for q in queries]
+                row.append(np.mean(hits))
+                total[(r, t)] += hits
+            print(f"| {kind} | {len(queries)} | " + " | ".join(f"{x:.4f}" for x in row) + " |")
+        print(f"| **all** | {len(total[cols[0]])} | " + " | ".join(f"{np.mean(total[c]):.4f}" for c in cols) + " |")
 
 
 if __name__ == "__main__":

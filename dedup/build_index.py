@@ -13,7 +13,7 @@ import argparse
 import sys
 
 from dedup import caption_index
-from dedup.eval_index import DEFAULT_RADIUS, EvalIndex
+from dedup.eval_index import DEFAULT_MIN_SCORE, DEFAULT_RADIUS, EvalIndex
 from dedup.eval_sets import parse_eval_set_arg, read_eval_set
 from openwit.errors import InputError
 
@@ -24,7 +24,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="an eval set to index (repeat for several)")
     ap.add_argument("--output", required=True, help="index file to write (local or gs://, s3://, ...)")
     ap.add_argument("--radius", type=int, default=DEFAULT_RADIUS,
-                    help=f"largest pHash Hamming distance reported as overlap (default {DEFAULT_RADIUS})")
+                    help="largest pHash Hamming distance retrieved as a candidate, which is then verified "
+                         f"(default {DEFAULT_RADIUS})")
+    ap.add_argument("--min-score", type=float, default=DEFAULT_MIN_SCORE,
+                    help="smallest pixel-verification score (-1..1) for a candidate to count as overlap "
+                         f"(default {DEFAULT_MIN_SCORE})")
     ap.add_argument("--caption-max-distance", type=float, default=caption_index.DEFAULT_MAX_DISTANCE,
                     help="largest 1-Jaccard caption distance reported as overlap "
                          f"(default {caption_index.DEFAULT_MAX_DISTANCE})")
@@ -36,6 +40,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         raise
     if not 0 <= args.radius <= 32:
         raise InputError(f"--radius {args.radius}: give a Hamming distance between 0 and 32")
+    if not -1.0 <= args.min_score <= 1.0:
+        raise InputError(f"--min-score {args.min_score}: give a score between -1 and 1")
     if not 0.0 <= args.caption_max_distance < 1.0:
         raise InputError(f"--caption-max-distance {args.caption_max_distance}: give a value in [0, 1)")
     return args
@@ -45,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     named = [parse_eval_set_arg(v) for v in args.eval_set]
     index, report = EvalIndex.build(((name, read_eval_set(path)) for name, path in named),
-                                    radius=args.radius, caption_max_distance=args.caption_max_distance)
+                                    radius=args.radius, caption_max_distance=args.caption_max_distance,
+                                    min_score=args.min_score)
     for name, path in named:
         rejected = sum(report.rejected[name].values())
         if report.items[name] == 0:
@@ -55,6 +62,12 @@ def main(argv: list[str] | None = None) -> int:
               f"captions, {rejected} rejected {dict(report.rejected[name]) or ''}".rstrip(), file=sys.stderr)
         for example in report.examples[name]:
             print(f"  rejected {example}", file=sys.stderr)
+        # Indexed, but by exact pixels and captions only: a user should know these are not near-dup checked.
+        unhashed = sum(report.unhashed[name].values())
+        print(f"  {unhashed} without a perceptual hash (exact pixels and captions only) "
+              f"{dict(report.unhashed[name]) or ''}".rstrip(), file=sys.stderr)
+        for example in report.unhashed_examples[name]:
+            print(f"  unhashed {example}", file=sys.stderr)
     index.save(args.output)
     print(f"wrote {args.output}: {len(index)} eval items from {len(named)} eval sets", file=sys.stderr)
     return 0

@@ -3,7 +3,9 @@
 A sample overlaps an eval item when
 - its decoded pixels are byte-identical ("sha256", distance 0);
 - its pHash is within `radius` bits of the pHash of the eval image or of a stored variant ("phash",
-  "mirror_phash", "crop_phash"; see dedup/image_hashes.py);
+  "mirror_phash", "crop_phash"; see dedup/image_hashes.py) AND the pair passes verification on pixels: the
+  sample against every aligned crop/flip of the eval image's stored thumbnail scores at least `min_score`
+  (dedup/verify.py). The hash only retrieves candidates; flat graphics collide there by the thousand;
 - its caption is within `caption_max_distance` (1 - Jaccard of word bigrams) of one of the item's
   captions ("caption_minhash"; see dedup/caption_index.py).
 
@@ -18,18 +20,24 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dedup import caption_index, image_hashes
+from dedup import caption_index, image_hashes, verify
 from dedup.caption_index import CaptionIndex
 from dedup.eval_sets import EvalItem, decode
 from dedup.hamming_index import HammingIndex
 from openwit.errors import InputError
 
 FORMAT = "openwit-eval-index"
-VERSION = 1
-# Largest pHash distance reported as an overlap; chosen from the measured recall / false-positive curves
-# in bench/RESULTS.md ("Eval-set decontamination").
-DEFAULT_RADIUS = 8
+VERSION = 2  # 2: thumbnails and aspect ratios for verification
+# Largest pHash distance retrieved as a candidate, and smallest verification score accepted; chosen from
+# the measured recall / false-positive curves in bench/RESULTS.md ("Retrieve, then verify").
+DEFAULT_RADIUS = 12
+DEFAULT_MIN_SCORE = 0.93
 METHODS = ("sha256", "phash", "mirror_phash", "crop_phash", "caption_minhash")
+# How each method's matches are confirmed, recorded beside the method: pixel hashes need no second test,
+# caption matches are confirmed by exact Jaccard (their score is 1 - distance), image hashes by dedup/verify.
+VERIFICATION = {"sha256": "identical_pixels", "caption_minhash": "jaccard"}
+# Below this side (px) a thumbnail has no structure to compare, and pHash none to hash.
+MIN_HASH_SIDE = 16
 
 
 @dataclass(frozen=True)
@@ -38,6 +46,8 @@ class OverlapMatch:
     eval_id: str  # stable id of the eval item
     method: str  # one of METHODS
     distance: float  # Hamming distance (hashes) or 1-Jaccard (captions); 0 for exact
+    verification: str = ""  # how the candidate was confirmed: verify.METHOD or VERIFICATION[method]
+    score: float = 1.0  # its score: verify.score for hashes, 1 - distance for captions, 1 for sha256
 
 
 @dataclass
@@ -49,13 +59,17 @@ class BuildReport:
     captions: dict[str, int] = field(default_factory=dict)
     rejected: dict[str, dict[str, int]] = field(default_factory=dict)
     examples: dict[str, list[str]] = field(default_factory=dict)  # a few "id: reason" per eval set
+    # Items indexed by exact pixels and captions only, with no perceptual hash (too flat or tiny), by reason.
+    unhashed: dict[str, dict[str, int]] = field(default_factory=dict)
+    unhashed_examples: dict[str, list[str]] = field(default_factory=dict)
 
 
 class EvalIndex:
     def __init__(self, eval_sets: list[str], item_set: np.ndarray, item_ids: list[str], item_sha: np.ndarray,
                  codes: np.ndarray, code_item: np.ndarray, code_method: np.ndarray,
-                 captions: list[str], caption_item: np.ndarray, radius: int = DEFAULT_RADIUS,
-                 caption_max_distance: float = caption_index.DEFAULT_MAX_DISTANCE):
+                 captions: list[str], caption_item: np.ndarray, thumbs: np.ndarray, aspects: np.ndarray,
+                 radius: int = DEFAULT_RADIUS, caption_max_distance: float = caption_index.DEFAULT_MAX_DISTANCE,
+                 min_score: float = DEFAULT_MIN_SCORE):
         self.eval_sets = list(eval_sets)
         self.item_set = np.asarray(item_set, dtype=np.int32)
         self.item_ids = list(item_ids)
@@ -65,8 +79,11 @@ class EvalIndex:
         self.code_method = np.asarray(code_method, dtype=np.uint8)
         self.captions = list(captions)
         self.caption_item = np.asarray(caption_item, dtype=np.int32)
+        self.thumbs = np.asarray(thumbs, dtype=np.uint8).reshape(-1, verify.THUMB, verify.THUMB, 3)
+        self.aspects = np.asarray(aspects, dtype=np.float32)
         self.radius = int(radius)
         self.caption_max_distance = float(caption_max_distance)
+        self.min_score = float(min_score)
         self._build_lookups()
 
     def _build_lookups(self) -> None:
@@ -84,9 +101,11 @@ class EvalIndex:
 
     @classmethod
     def build(cls, eval_sets: Iterable[tuple[str, Iterable[EvalItem]]], radius: int = DEFAULT_RADIUS,
-              caption_max_distance: float = caption_index.DEFAULT_MAX_DISTANCE) -> tuple["EvalIndex", BuildReport]:
-        """Hash every item of every (name, items) eval set; unreadable items are counted, not fatal."""
-        names, item_set, item_ids, item_sha = [], [], [], []
+              caption_max_distance: float = caption_index.DEFAULT_MAX_DISTANCE,
+              min_score: float = DEFAULT_MIN_SCORE) -> tuple["EvalIndex", BuildReport]:
+        """Hash every item of every (name, items) eval set; unreadable items are counted, not fatal, and
+        items with no perceptual hash are counted apart (they still match by exact pixels and captions)."""
+        names, item_set, item_ids, item_sha, thumbs, aspects = [], [], [], [], [], []
         codes, code_item, code_method, captions, caption_item = [], [], [], [], []
         report = BuildReport()
         for name, items in eval_sets:
@@ -96,6 +115,8 @@ class EvalIndex:
             set_no = len(names) - 1
             rejected, examples = report.rejected.setdefault(name, {}), report.examples.setdefault(name, [])
             report.items[name] = report.hashes[name] = report.captions[name] = 0
+            unhashed = report.unhashed.setdefault(name, {})
+            unhashed_examples = report.unhashed_examples.setdefault(name, [])
             for item in items:
                 try:
                     if item.error:
@@ -111,7 +132,15 @@ class EvalIndex:
                 item_set.append(set_no)
                 item_ids.append(item.eval_id)
                 item_sha.append(np.frombuffer(image_hashes.pixel_sha256(image), dtype=np.uint8))
-                for method, code in image_hashes.eval_variants(image):
+                thumbs.append(verify.thumbnail(image))
+                aspects.append(image.width / image.height)
+                variants = [] if min(image.size) < MIN_HASH_SIDE else image_hashes.eval_variants(image)
+                if not variants:
+                    reason = "tiny" if min(image.size) < MIN_HASH_SIDE else "flat"
+                    unhashed[reason] = unhashed.get(reason, 0) + 1
+                    if len(unhashed_examples) < 5:
+                        unhashed_examples.append(f"{item.eval_id}: {reason} ({image.width}x{image.height})")
+                for method, code in variants:
                     codes.append(code)
                     code_item.append(number)
                     code_method.append(METHODS.index(method))
@@ -124,7 +153,9 @@ class EvalIndex:
         index = cls(names, np.array(item_set, dtype=np.int32), item_ids,
                     np.array(item_sha, dtype=np.uint8).reshape(-1, 32), np.array(codes, dtype=np.uint64),
                     np.array(code_item, dtype=np.int32), np.array(code_method, dtype=np.uint8),
-                    captions, np.array(caption_item, dtype=np.int32), radius, caption_max_distance)
+                    captions, np.array(caption_item, dtype=np.int32),
+                    np.array(thumbs, dtype=np.uint8).reshape(-1, verify.THUMB, verify.THUMB, 3),
+                    np.array(aspects, dtype=np.float32), radius, caption_max_distance, min_score)
         return index, report
 
     # ---- file -----------------------------------------------------------------------------------------
@@ -132,14 +163,15 @@ class EvalIndex:
     def save(self, path: str) -> None:
         from apache_beam.io.filesystems import FileSystems
 
-        meta = {"format": FORMAT, "version": VERSION, "radius": self.radius,
+        meta = {"format": FORMAT, "version": VERSION, "radius": self.radius, "min_score": self.min_score,
                 "caption_max_distance": self.caption_max_distance, "eval_sets": self.eval_sets,
                 "methods": list(METHODS)}
         buf = io.BytesIO()
         np.savez(buf, meta=np.array(json.dumps(meta)), item_set=self.item_set,
                  item_ids=np.array(self.item_ids, dtype=np.str_), item_sha=self.item_sha, codes=self.codes,
                  code_item=self.code_item, code_method=self.code_method,
-                 captions=np.array(self.captions, dtype=np.str_), caption_item=self.caption_item)
+                 captions=np.array(self.captions, dtype=np.str_), caption_item=self.caption_item,
+                 thumbs=self.thumbs, aspects=self.aspects)
         try:
             with FileSystems.create(path) as f:
                 f.write(buf.getvalue())
@@ -161,14 +193,16 @@ class EvalIndex:
             if meta.get("format") != FORMAT:
                 raise ValueError("not an OpenWIT eval index")
             if meta.get("version") != VERSION:
-                raise ValueError(f"index format version {meta.get('version')}, this OpenWIT reads {VERSION}")
+                raise ValueError(f"index format version {meta.get('version')}, this OpenWIT reads {VERSION} "
+                                 "(version 2 added the thumbnails that verify candidates)")
             methods = meta["methods"]
             # Method codes are positions in the list saved with the file, so reordering METHODS later
             # cannot silently relabel an old index.
             code_method = np.array([METHODS.index(m) for m in methods], dtype=np.uint8)[arrays["code_method"]]
             return cls(meta["eval_sets"], arrays["item_set"], arrays["item_ids"].tolist(), arrays["item_sha"],
                        arrays["codes"], arrays["code_item"], code_method, arrays["captions"].tolist(),
-                       arrays["caption_item"], meta["radius"], meta["caption_max_distance"])
+                       arrays["caption_item"], arrays["thumbs"], arrays["aspects"], meta["radius"],
+                       meta["caption_max_distance"], meta["min_score"])
         except Exception as e:
             raise InputError(f"{path!r} is not a readable eval index ({type(e).__name__}: {e}); "
                              "rebuild it with `openwit eval-index`") from e
@@ -184,30 +218,39 @@ class EvalIndex:
         captions = [None] * len(images) if captions is None else list(captions)
         if len(captions) != len(images):
             raise ValueError(f"{len(images)} images but {len(captions)} captions")
-        best: list[dict[tuple[int, str], float]] = [{} for _ in images]
+        best: list[dict[tuple[int, str], tuple[float, str, float]]] = [{} for _ in images]
 
-        def add(sample: int, item: int, method: str, distance: float) -> None:
-            if distance < best[sample].get((item, method), float("inf")):
-                best[sample][(item, method)] = distance
+        def add(sample: int, item: int, method: str, distance: float, verification: str, score: float) -> None:
+            if distance < best[sample].get((item, method), (float("inf"),))[0]:
+                best[sample][(item, method)] = (distance, verification, score)
 
         hashed, codes = [], []
         for sample, image in enumerate(images):
             for item in self._sha.get(image_hashes.pixel_sha256(image), ()):
-                add(sample, item, "sha256", 0.0)
-            code = image_hashes.sample_hash(image)
-            if code is not None:
+                add(sample, item, "sha256", 0.0, VERIFICATION["sha256"], 1.0)
+            for code in image_hashes.sample_hashes(image) if min(image.size) >= MIN_HASH_SIDE else ():
                 hashed.append(sample)
                 codes.append(code)
         if codes and len(self.codes):
             qpos, ids, dists = self._hamming.query_many(np.array(codes, dtype=np.uint64), self.radius)
+            # Retrieval gives candidates; each (sample, item) pair is verified once, on pixels, and only
+            # then are its hash matches recorded. Most samples have no candidate and cost no verification.
+            features, scores = {}, {}
             for q, code_id, d in zip(qpos.tolist(), ids.tolist(), dists.tolist()):
-                add(hashed[q], int(self.code_item[code_id]), METHODS[self.code_method[code_id]], float(d))
+                sample, item = hashed[q], int(self.code_item[code_id])
+                if (sample, item) not in scores:
+                    if sample not in features:
+                        features[sample] = verify.sample_features(images[sample])
+                    scores[sample, item] = verify.score(features[sample], self.thumbs[item], self.aspects[item])
+                if scores[sample, item] >= self.min_score:
+                    add(sample, item, METHODS[self.code_method[code_id]], float(d), verify.METHOD,
+                        scores[sample, item])
         if self._captions is not None:
             for sample, caption in enumerate(captions):
                 if caption:
                     for item, d in self._captions.query(caption):
-                        add(sample, item, "caption_minhash", d)
-        return [sorted((OverlapMatch(self.eval_sets[self.item_set[item]], self.item_ids[item], method, distance)
-                        for (item, method), distance in found.items()),
+                        add(sample, item, "caption_minhash", d, VERIFICATION["caption_minhash"], 1.0 - d)
+        return [sorted((OverlapMatch(self.eval_sets[self.item_set[item]], self.item_ids[item], method, *found_as)
+                        for (item, method), found_as in found.items()),
                        key=lambda m: (m.eval_set, m.eval_id, m.method))
                 for found in best]

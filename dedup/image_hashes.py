@@ -160,9 +160,11 @@ def eval_variants(image: Image.Image) -> list[tuple[str, int]]:
     return unique
 
 
-def sample_hash(image: Image.Image) -> int | None:
-    """The pHash of a pipeline sample, or None when the sample is too flat to compare perceptually."""
-    rgb = trim_border(image if image.mode == "RGB" else image.convert("RGB"))
-    if is_flat(rgb):
-        return None
-    return phash64(rgb)
+def sample_hashes(image: Image.Image) -> list[int]:
+    """The pHashes a sample is looked up by: without its apparent letterbox bars, and as it is when it has
+    some. A "border" resize pads a copy with bars, but an icon's or a banner's own plain margins look the
+    same to trim_border, and cutting them moves the hash far from the eval image's (14-30 bits measured)."""
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    trimmed = trim_border(rgb)
+    readings = [trimmed] if trimmed is rgb else [trimmed, rgb]
+    return [phash64(r) for r in readings if not is_flat(r)]

@@ -18,13 +18,16 @@ OVERLAP_SCHEMA = pa.schema([
     ("url", pa.string()),
     ("method", pa.string()),
     ("distance", pa.float64()),
+    ("verification", pa.string()),  # how the match was confirmed (see dedup/eval_index.py, VERIFICATION)
+    ("score", pa.float64()),  # the verification's score
 ])
 
 
 def overlap_rows(matches: Iterable[OverlapMatch], sample_key: str, url: str) -> list[dict]:
     """One record per match of a sample, in OVERLAP_SCHEMA's columns."""
     return [{"eval_set": m.eval_set, "eval_id": m.eval_id, "sample_key": sample_key, "url": url,
-             "method": m.method, "distance": float(m.distance)} for m in matches]
+             "method": m.method, "distance": float(m.distance), "verification": m.verification,
+             "score": float(m.score)} for m in matches]
 
 
 def overlap_path(out_dir: str, eval_set: str) -> str:

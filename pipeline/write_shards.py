@@ -23,6 +23,7 @@ import imagehash
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
+from PIL import Image
 
 from openwit import faults
 from openwit.files import write_atomically
@@ -54,6 +55,7 @@ PARQUET_SCHEMA = pa.schema([
     ("page_url", pa.string()),
     ("eval_matches", pa.list_(pa.struct([
         ("eval_set", pa.string()), ("eval_id", pa.string()), ("method", pa.string()), ("distance", pa.float32()),
+        ("verification", pa.string()), ("score", pa.float32()),
     ]))),
 ])
 
@@ -233,12 +235,16 @@ class ShardBuilder:
         except resize.ImageRejected as e:
             row["error_message"], row["error_detail"] = e.reason, _detail(str(e))
             return row, []
+        # Hash and verify what is written, not the in-memory image: encoding (JPEG q95 by default) changes
+        # pixels, and a user checking a shard against an eval set hashes the file.
+        written = Image.open(io.BytesIO(image.data)).convert("RGB")
         row.update(width=image.width, height=image.height, original_width=image.original_width,
-                   original_height=image.original_height, phash=str(imagehash.phash(image.image)))
+                   original_height=image.original_height, phash=str(imagehash.phash(written)))
         if self.eval_index is not None:
-            matches = self.eval_index.lookup(image.image, candidate["caption"])
+            matches = self.eval_index.lookup(written, candidate["caption"])
             row["eval_matches"] = [
-                {"eval_set": m.eval_set, "eval_id": m.eval_id, "method": m.method, "distance": float(m.distance)}
+                {"eval_set": m.eval_set, "eval_id": m.eval_id, "method": m.method, "distance": float(m.distance),
+                 "verification": m.verification, "score": float(m.score)}
                 for m in matches
             ]
             if matches and self.config.decontaminate == "drop":

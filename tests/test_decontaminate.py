@@ -3,13 +3,15 @@ shards (or only reported), and every match lands in overlap/{eval_set}.parquet."
 
 import io
 import os
+import tarfile
 
+import imagehash
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
 from dedup import build_index
-from build_helpers import build, shard_rows
+from build_helpers import build, shard_files, shard_rows
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -56,3 +58,15 @@ def test_report_mode_keeps_the_samples_but_still_records_them(demo_inputs, demo_
     attempted = {demo_url + p for p in leaked} & set(rows)
     assert all(rows[url]["status"] == "success" for url in attempted)
     assert {m["url"] for m in overlap(output)} == attempted
+    # Each match says how it was confirmed; hash matches passed pixel verification.
+    for m in overlap(output) + [m for url in attempted for m in rows[url]["eval_matches"]]:
+        assert m["verification"] in ("identical_pixels", "thumb_ncc", "jaccard") and 0 < m["score"] <= 1.0 + 1e-6
+    # The pHash recorded is that of the image as written in the tar, not of the in-memory image.
+    members = {}
+    for path in shard_files(output, "*.tar"):
+        with tarfile.open(path) as tar:
+            members.update({m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.name.endswith(".jpg")})
+    kept = [r for r in rows.values() if r["status"] == "success"]
+    assert kept and all(
+        r["phash"] == str(imagehash.phash(Image.open(io.BytesIO(members[r["key"] + ".jpg"])).convert("RGB")))
+        for r in kept)

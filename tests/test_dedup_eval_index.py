@@ -112,7 +112,7 @@ def test_unrelated_images_are_not_matched(index):
 def test_identical_pixels_match_by_sha256_even_for_flat_images():
     flat = Image.new("RGB", (64, 64), (10, 20, 30))
     idx, _ = EvalIndex.build([("blank", [EvalItem("b", png(flat))])])
-    assert idx.lookup(flat.copy()) == [OverlapMatch("blank", "b", "sha256", 0.0)]
+    assert idx.lookup(flat.copy()) == [OverlapMatch("blank", "b", "sha256", 0.0, "identical_pixels", 1.0)]
     assert idx.lookup(Image.new("RGB", (64, 64), (10, 20, 31))) == []
 
 
@@ -253,8 +253,12 @@ def test_eval_set_of_only_broken_images_is_an_error(tmp_path, capsys):
 
 
 def test_overlap_rows_follow_the_schema():
-    matches = [OverlapMatch("coco", "42", "phash", 3.0), OverlapMatch("cifar", "a.png", "sha256", 0.0)]
+    matches = [OverlapMatch("coco", "42", "phash", 3.0, "thumb_ncc", 0.93),
+               OverlapMatch("cifar", "a.png", "sha256", 0.0, "identical_pixels", 1.0)]
     table = overlap_table(overlap_rows(matches, "000010005", "http://127.0.0.1/x.jpg"))
     assert table.schema == OVERLAP_SCHEMA
-    assert table.to_pylist()[0] == {"eval_set": "cifar", "eval_id": "a.png", "sample_key": "000010005",
-                                    "url": "http://127.0.0.1/x.jpg", "method": "sha256", "distance": 0.0}
+    assert table.to_pylist() == [
+        {"eval_set": "cifar", "eval_id": "a.png", "sample_key": "000010005", "url": "http://127.0.0.1/x.jpg",
+         "method": "sha256", "distance": 0.0, "verification": "identical_pixels", "score": 1.0},
+        {"eval_set": "coco", "eval_id": "42", "sample_key": "000010005", "url": "http://127.0.0.1/x.jpg",
+         "method": "phash", "distance": 3.0, "verification": "thumb_ncc", "score": 0.93}]

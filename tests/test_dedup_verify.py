@@ -1,0 +1,209 @@
+"""Retrieve, then verify: clean flat graphics that collide with eval images in pHash space are kept, and
+altered copies (of photos and of flat graphics) are still found, as written by the pipeline."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageEnhance, ImageOps
+
+from dedup import verify
+from dedup.eval_index import DEFAULT_MIN_SCORE, EvalIndex
+from dedup.eval_sets import EvalItem
+from dedup.image_hashes import eval_variants, sample_hashes
+from pipeline.resize import ImageOptions, process_image
+
+# Tricolours: pairs that share stripes and brightness order but not colours, like real flags.
+TRICOLOURS = [((0, 85, 164), (255, 255, 255), (239, 65, 53)), ((0, 146, 70), (255, 255, 255), (206, 43, 55)),
+              ((0, 114, 206), (0, 0, 0), (255, 255, 255)), ((0, 0, 0), (221, 0, 0), (255, 206, 0)),
+              ((255, 255, 255), (0, 57, 166), (213, 43, 30)), ((0, 56, 147), (252, 209, 22), (206, 17, 38))]
+WORDS = ["Sale", "Open", "Menu", "News", "Login", "Blog", "Shop", "Team"]
+
+
+def flag(colours, vertical: bool) -> Image.Image:
+    im = Image.new("RGB", (300, 200))
+    d = ImageDraw.Draw(im)
+    for k, c in enumerate(colours):
+        d.rectangle((k * 100, 0, k * 100 + 99, 199) if vertical else (0, k * 67, 299, k * 67 + 66), fill=c)
+    return im
+
+
+def banner(word: str, colour) -> Image.Image:
+    im = Image.new("RGB", (400, 120), colour)
+    ImageDraw.Draw(im).text((30, 30), f"{word} 20% off", fill=(255, 255, 255), font_size=48)
+    return im
+
+
+def icon(shape: str, colour) -> Image.Image:
+    """A glyph on white, as icons sit on web pages."""
+    im = Image.new("RGB", (128, 128), (255, 255, 255))
+    d = ImageDraw.Draw(im)
+    box = (24, 24, 104, 104)
+    {"circle": lambda: d.ellipse(box, fill=colour),
+     "square": lambda: d.rounded_rectangle(box, 12, fill=colour),
+     "triangle": lambda: d.polygon([(64, 20), (108, 104), (20, 104)], fill=colour),
+     "ring": lambda: d.ellipse(box, outline=colour, width=14),
+     "plus": lambda: (d.rectangle((54, 20, 74, 108), fill=colour), d.rectangle((20, 54, 108, 74), fill=colour)),
+     "cross": lambda: (d.line((28, 28, 100, 100), fill=colour, width=18), d.line((28, 100, 100, 28), fill=colour,
+                                                                                 width=18)),
+     }[shape]()
+    return im
+
+
+def photo(seed: int, size=(320, 240)) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    arr = np.zeros((h, w, 3), np.float32)
+    for _ in range(12):
+        cx, cy, r = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(10, 120)
+        arr += rng.uniform(-120, 120, 3) * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * r * r))[..., None]
+    return Image.fromarray(np.clip(arr + 128, 0, 255).astype(np.uint8))
+
+
+def png(im: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def written(im: Image.Image, mode: str = "center_crop") -> Image.Image:
+    """What a shard holds: the pipeline's resize and JPEG encode, decoded back."""
+    out = process_image(png(im), ImageOptions(resize_mode=mode))
+    return Image.open(io.BytesIO(out.data)).convert("RGB")
+
+
+SHAPES = ["circle", "square", "triangle", "ring", "plus", "cross"]
+COLOURS = [(200, 30, 30), (30, 90, 200), (20, 140, 60), (240, 170, 0)]
+
+EVAL = {
+    **{f"flag{i}{'v' if v else 'h'}": flag(c, v) for i, c in enumerate(TRICOLOURS[:3]) for v in (True, False)},
+    **{f"banner-{w}": banner(w, (200, 30, 30)) for w in WORDS[:4]},
+    **{f"icon-{s}": icon(s, COLOURS[0]) for s in SHAPES[:3]},
+    **{f"photo{i}": photo(i) for i in range(4)},
+}
+# Unrelated flat graphics: same layouts, other colours or shapes. (Other words on the same colour at the same
+# place are NOT told apart: letters are finer than the verifier's 16x16 grid; see bench/RESULTS.md.)
+CLEAN = [
+    *[flag(c, v) for c in TRICOLOURS[3:] for v in (True, False)],
+    *[banner(w, (30, 90, 200)) for w in WORDS],
+    *[icon(s, c) for s in SHAPES[3:] for c in COLOURS[:2]],
+    *[icon(s, COLOURS[1]) for s in SHAPES[:3]],
+]
+
+
+@pytest.fixture(scope="module")
+def index():
+    idx, report = EvalIndex.build([("hard", [EvalItem(k, png(im)) for k, im in EVAL.items()])])
+    assert report.items == {"hard": len(EVAL)}
+    return idx
+
+
+def test_clean_flat_graphics_collide_in_phash_space_but_are_not_matched(index):
+    queries = [written(im) for im in CLEAN]
+    codes = np.array([c for im in EVAL.values() for _, c in eval_variants(im)], dtype=np.uint64)
+    near = [min(int(np.bitwise_count(codes ^ np.uint64(c)).min()) for c in sample_hashes(q)) for q in queries]
+    # The hard part is real: pHash alone (at today's former radius 8) would drop many of these clean images.
+    assert sum(d <= 8 for d in near) >= len(CLEAN) // 3, near
+    matched = [(i, m) for i, q in enumerate(queries) for m in index.lookup(q)]
+    assert matched == []
+
+
+ALTER = {
+    "resize_jpeg": lambda im: Image.open(io.BytesIO(_jpeg(im.resize((im.width // 2, im.height // 2)), 40))),
+    "crop10_corner": lambda im: im.crop((0, 0, round(im.width * 0.9), round(im.height * 0.9))),
+    "crop10_offcentre": lambda im: im.crop((im.width // 10, round(im.height * 0.04), im.width,
+                                            round(im.height * 0.94))),
+    "flip": ImageOps.mirror,
+    "brightness_contrast": lambda im: ImageEnhance.Contrast(ImageEnhance.Brightness(im).enhance(1.15)).enhance(0.85),
+    "overlay_text": lambda im: _overlay(im),
+}
+
+
+def _jpeg(im: Image.Image, quality: int) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def _overlay(im: Image.Image) -> Image.Image:
+    im = im.copy()
+    ImageDraw.Draw(im).text((im.width // 10, im.height * 3 // 4), "© stock 2024", fill=(255, 255, 255),
+                            font_size=max(8, im.height // 14), stroke_width=1, stroke_fill=(0, 0, 0))
+    return im
+
+
+@pytest.mark.parametrize("mode", ["center_crop", "border"])
+def test_verification_accepts_every_altered_copy(mode):
+    """The second stage never loses a copy: every alteration of every kind scores above the threshold."""
+    low = []
+    for name in ["photo0", "photo1", "flag0v", "flag1h", "flag2v", "banner-Sale", "icon-triangle"]:
+        thumb, aspect = verify.thumbnail(EVAL[name]), EVAL[name].width / EVAL[name].height
+        for alter in sorted(ALTER):
+            s = verify.score(verify.sample_features(written(ALTER[alter](EVAL[name]).convert("RGB"), mode)), thumb,
+                             aspect)
+            if s < DEFAULT_MIN_SCORE:
+                low.append((name, alter, round(s, 3)))
+    assert low == []
+
+
+@pytest.mark.parametrize("mode", ["center_crop", "border"])
+def test_altered_copies_of_photos_and_icons_are_found_and_nothing_else(index, mode):
+    missed, wrong = [], []
+    for name in ["photo0", "photo1", "photo2", "photo3", "icon-triangle"]:
+        for alter in sorted(ALTER):
+            found = index.lookup(written(ALTER[alter](EVAL[name]).convert("RGB"), mode))
+            hashed = [m for m in found if m.method != "sha256"]
+            assert all(m.verification == verify.METHOD and m.score >= index.min_score for m in hashed)
+            if name not in {m.eval_id for m in hashed}:
+                missed.append((name, alter))
+            wrong += [(name, alter, m.eval_id) for m in found if m.eval_id != name]
+    assert wrong == []
+    # Retrieval (pHash within the radius) is what misses: overlay text moves a photo's hash up to 14 bits.
+    assert {alter for _, alter in missed} <= {"overlay_text"} and len(missed) <= 2, missed
+
+
+@pytest.mark.xfail(strict=True, reason="known gap (bench/RESULTS.md): pHash retrieval misses tricolour flags, "
+                                       "whose stripes of equal brightness leave the hash's DCT signs to noise")
+def test_altered_tricolours_are_retrieved(index):
+    """(Fails today; passes when retrieval gets a key that sees colour.)"""
+    missed = [(name, alter) for name in ["flag0v", "flag1h", "flag2v"] for alter in sorted(ALTER)
+              if name not in {m.eval_id for m in index.lookup(written(ALTER[alter](EVAL[name]).convert("RGB"),
+                                                                      "border"))}]
+    assert missed == []
+
+
+@pytest.mark.xfail(strict=True, reason="known gap (bench/RESULTS.md): on the 16x16 grid a cropped circle and a "
+                                       "rounded square of one colour agree above the threshold")
+def test_cropped_circle_is_not_taken_for_a_square(index):
+    found = index.lookup(written(ALTER["crop10_offcentre"](EVAL["icon-circle"])))
+    assert {m.eval_id for m in found} == {"icon-circle"}
+
+
+def test_compiled_score_agrees_with_the_dense_reference():
+    pairs = [(EVAL["photo0"], EVAL["photo0"].crop((8, 8, 300, 230))), (EVAL["photo1"], EVAL["photo2"]),
+             (EVAL["flag0v"], ImageOps.mirror(EVAL["flag0v"])), (EVAL["banner-Sale"], written(EVAL["banner-Open"])),
+             (EVAL["icon-circle"], written(EVAL["photo3"], "border"))]
+    scores = []
+    for a, b in pairs:
+        features, thumb, aspect = verify.sample_features(b), verify.thumbnail(a), a.width / a.height
+        scores.append(verify.score(features, thumb, aspect))
+        assert scores[-1] == pytest.approx(verify.score_dense(features, thumb, aspect), abs=1e-4)
+    # Copies score near 1, unrelated pictures far lower; the two banners (other words, same colour and place)
+    # score high: their letters are finer than the grid.
+    assert scores[0] > 0.95 and scores[2] > 0.99 and max(scores[1], scores[4]) < 0.5, scores
+
+
+def test_items_without_a_perceptual_hash_are_counted_with_the_reason(capsys, tmp_path):
+    from openwit.cli import main as openwit
+
+    folder = tmp_path / "eval"
+    folder.mkdir()
+    EVAL["photo0"].save(folder / "photo.png")
+    Image.new("RGB", (64, 64), (10, 20, 30)).save(folder / "flat.png")
+    Image.new("RGB", (64, 64), (128, 128, 128)).save(folder / "grey.png")
+    photo(9).resize((12, 9)).save(folder / "tiny.png")
+    assert openwit(["eval-index", "--eval-set", f"e={folder}", "--output", str(tmp_path / "e.idx")]) == 0
+    err = capsys.readouterr().err
+    assert "3 without a perceptual hash" in err and "'flat': 2" in err and "'tiny': 1" in err
+    assert "unhashed flat.png: flat (64x64)" in err or "unhashed flat: flat (64x64)" in err

@@ -21,9 +21,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
-def built(demo_inputs, tmp_path_factory):
-    pairs, queries = demo_inputs
-    return build(pairs, queries, tmp_path_factory.mktemp("out") / "ds")
+def built(demo_build):
+    return demo_build
 
 
 def test_every_candidate_is_in_a_shard_or_a_reject_and_stats_add_up(built, demo_site):

@@ -4,6 +4,7 @@ with `load_model`, and user mistakes exit 2 with a message."""
 
 import json
 import math
+import pathlib
 
 import pytest
 import torch
@@ -62,6 +63,22 @@ def test_loss_falls(shards, tmp_path):
     assert not model.training
     image = torch.zeros(1, 3, model.visual.input_resolution, model.visual.input_resolution)
     assert model.encode_image(image).shape[0] == 1 and tokenizer(["a photo"]).shape[0] == 1
+
+
+def test_trains_on_the_shards_the_demo_builds(demo_build, tmp_path):
+    # The shards exactly as the pipeline writes them (real JPEGs of the demo web, sizes.json, parquet sidecars).
+    demo_build = pathlib.Path(demo_build)
+    sizes = json.loads((demo_build / "sizes.json").read_text())
+    n = sum(sizes.values())
+    assert n >= 32
+    first, last = min(sizes)[:-len(".tar")], max(sizes)[:-len(".tar")]
+    urls = str(demo_build / "shards" / f"{{{first}..{last}}}.tar")
+    lines = run(urls, tmp_path, "--epochs", "8", "--batch-size", "16", "--lr", "5e-4")
+    got = losses(lines)
+    assert len(got) == 8 * (n // 16)
+    # Chance is ln(16) = 2.77 (where it starts); it learns to pair the demo's pictures with their captions.
+    assert sum(got[-5:]) / 5 < 0.6 * math.log(16) and sum(got[-5:]) < 0.6 * sum(got[:5])
+    assert not any(x.get("skipped") for x in lines)  # every sample the pipeline wrote decodes
 
 
 def test_resume_is_bitwise_the_uninterrupted_run(shards, tmp_path):

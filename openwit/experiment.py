@@ -43,6 +43,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--image-size", type=int, default=64, help="side of the stored images (build)")
     ap.add_argument("--no-linear-probe", action="store_true", help="skip the linear probe")
+    # A fixed port by default: the web's URLs, and so the shard plan (which hashes them) and every later step,
+    # are then the same on every run of a seed. 0 takes any free port, at the cost of that determinism.
+    ap.add_argument("--port", type=int, default=47390, help="127.0.0.1 port of the experiment web (0: any free)")
     try:
         args = ap.parse_args(argv)
     except SystemExit as e:
@@ -51,6 +54,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         raise
     if args.pictures < 50 or args.eval_per_class < 2 or args.probe_per_class < 2:
         raise InputError("--pictures >= 50, --eval-per-class >= 2 and --probe-per-class >= 2, please")
+    if not 0 <= args.port <= 65535:
+        raise InputError(f"--port {args.port}: give a TCP port (0-65535)")
     if not 0 <= args.leak_fraction <= 1:
         raise InputError(f"--leak-fraction {args.leak_fraction}: give a share between 0 and 1")
     return args
@@ -96,13 +101,20 @@ def main(argv: list[str] | None = None) -> int:
     # of these eval images "match" some unrelated picture, at 4 every leaked copy and nothing else does.
     timed("eval-index", build_index.main, [a for s in eval_specs for a in ("--eval-set", s)] +
           ["--radius", "4", "--output", index])
-    with DemoWebServer(web.site) as base_url:
+    try:
+        server = DemoWebServer(web.site, port=args.port)
+        base_url = server.__enter__()
+    except RuntimeError as e:
+        raise InputError(f"{e}; give another --port (0 takes any free port, but then two runs of a seed differ)")
+    try:
         pairs, queries = write_inputs(web.site, base_url, path("input"))
         timed("build", build_wit.main, [
             "--pairs", pairs, "--queries", queries, "--output", path("build"), "--allow-private-addresses",
             "--image-size", str(args.image_size), "--resize-mode", "center_crop",
             "--samples-per-shard", str(max(50, args.pictures // 4)), "--eval-index", index,
             "--decontaminate", "report"])
+    finally:
+        server.__exit__(None, None, None)
     shards = sorted(glob.glob(path("build", "shards", "*.tar")))
     import torch
 

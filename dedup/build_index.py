@@ -15,7 +15,7 @@ import sys
 from dedup import caption_index
 from dedup.eval_index import DEFAULT_MIN_SCORE, DEFAULT_RADIUS, EvalIndex
 from dedup.eval_sets import parse_eval_set_arg, read_eval_set
-from openwit.errors import InputError
+from openwit.errors import InputError, parse_command_line
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -32,12 +32,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--caption-max-distance", type=float, default=caption_index.DEFAULT_MAX_DISTANCE,
                     help="largest 1-Jaccard caption distance reported as overlap "
                          f"(default {caption_index.DEFAULT_MAX_DISTANCE})")
-    try:
-        args = ap.parse_args(argv)
-    except SystemExit as e:
-        if e.code:  # argparse already printed what is wrong
-            raise InputError("invalid command line (see usage above)") from None
-        raise
+    args = parse_command_line(ap, argv)
     if not 0 <= args.radius <= 32:
         raise InputError(f"--radius {args.radius}: give a Hamming distance between 0 and 32")
     if not -1.0 <= args.min_score <= 1.0:

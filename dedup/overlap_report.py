@@ -28,7 +28,7 @@ from scipy import stats
 
 from dedup.eval_index import METHODS
 from dedup.eval_sets import parse_eval_set_arg
-from openwit.errors import InputError
+from openwit.errors import InputError, parse_command_line
 
 CONFIDENCE = 0.995  # the paper's 99.5% Clopper-Pearson interval
 ALPHA = 0.05  # significance level of the (Bonferroni-adjusted) binomial tests
@@ -346,12 +346,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--methods", default=",".join(METHODS),
                     help=f"overlap methods that count as a match (default: all of {','.join(METHODS)})")
     ap.add_argument("--alpha", type=float, default=ALPHA, help=f"significance level (default {ALPHA})")
-    try:
-        args = ap.parse_args(argv)
-    except SystemExit as e:
-        if e.code:
-            raise InputError("invalid command line (see usage above)") from None
-        raise
+    args = parse_command_line(ap, argv)
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     bad = [m for m in args.methods if m not in METHODS]
     if bad or not args.methods:

@@ -9,3 +9,14 @@ EXIT_BAD_INPUT = 2
 
 class InputError(Exception):
     """A whole input is unusable: missing file, missing column, unreadable list, unwritable output."""
+
+
+def parse_command_line(parser, argv: list[str] | None):
+    """`parser.parse_args(argv)`, with a bad command line as an InputError (exit 2) rather than argparse's own
+    SystemExit; argparse has already printed what is wrong. --help still exits 0."""
+    try:
+        return parser.parse_args(argv)
+    except SystemExit as e:
+        if e.code:
+            raise InputError("invalid command line (see usage above)") from None
+        raise

@@ -23,7 +23,7 @@ import time
 
 import pyarrow.parquet as pq
 
-from openwit.errors import InputError
+from openwit.errors import InputError, parse_command_line
 from openwit.experiment_web import COLOURS, SHAPES
 
 CHANCE = {"colours": 1 / len(COLOURS), "shapes": 1 / len(SHAPES)}
@@ -46,12 +46,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     # A fixed port by default: the web's URLs, and so the shard plan (which hashes them) and every later step,
     # are then the same on every run of a seed. 0 takes any free port, at the cost of that determinism.
     ap.add_argument("--port", type=int, default=47390, help="127.0.0.1 port of the experiment web (0: any free)")
-    try:
-        args = ap.parse_args(argv)
-    except SystemExit as e:
-        if e.code:
-            raise InputError("invalid command line (see usage above)") from None
-        raise
+    args = parse_command_line(ap, argv)
     if args.pictures < 50 or args.eval_per_class < 2 or args.probe_per_class < 2:
         raise InputError("--pictures >= 50, --eval-per-class >= 2 and --probe-per-class >= 2, please")
     if not 0 <= args.port <= 65535:

@@ -24,7 +24,7 @@ import sys
 import numpy as np
 import torch
 
-from openwit.errors import InputError
+from openwit.errors import InputError, parse_command_line
 from training.features import EvalSet, image_features, load_eval_set, text_features
 
 TEMPLATE_DIR = os.path.join(os.path.dirname(__file__), "templates")
@@ -159,12 +159,7 @@ def add_model_args(ap: argparse.ArgumentParser) -> None:
 
 
 def parse(ap: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
-    try:
-        args = ap.parse_args(argv)
-    except SystemExit as e:
-        if e.code:
-            raise InputError("invalid command line (see usage above)") from None
-        raise
+    args = parse_command_line(ap, argv)
     if not args.checkpoint and not args.model:
         raise InputError("give --checkpoint (from `openwit train`) or --model (and --checkpoint for its weights)")
     if args.checkpoint and not os.path.exists(args.checkpoint):

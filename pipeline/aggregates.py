@@ -1,10 +1,12 @@
 """The numbers behind the dataset card: `OUT/aggregates.json`, computed from the output folder alone.
 
-It reads `stats.json`, `queries.parquet`, `overlap/*.parquet` and a few columns of the shard parquets, one
-batch of rows at a time, and keeps only fixed-size histograms, a bounded host table and small samples: its
-memory does not grow with the build (a 400M-sample build has 40k shard parquets; the card itself then reads
-only this file and a handful of thumbnails). Because it needs nothing but the output folder, `openwit report
-OUT` works on a finished remote build (gs://, s3://) as well as at the end of a local one.
+It reads `stats.json`, `queries.parquet`, `overlap/*.parquet` and each shard's `_stats.json`, whose `card`
+field the shard writer filled with the shard's fixed-bin histograms, host counts and thumbnail candidates
+(pipeline/shard_card.py): it never streams every shard parquet, so a 400M-sample build (40k shards) gets its
+card from 40k small JSONs, plus the captions of a few shards for the language sample. A shard whose
+_stats.json has no card (an older build) is summarised from its parquet, the same way. Memory does not grow
+with the build. Because it needs nothing but the output folder, `openwit report OUT` works on a finished
+remote build (gs://, s3://) as well as at the end of a local one.
 """
 
 import concurrent.futures
@@ -20,29 +22,23 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from openwit.errors import InputError
-from openwit.hashing import stable_hash64
+from pipeline import shard_card
+from pipeline.shard_card import CAPTION_EDGES, SIDE_EDGES
 
 # The flow's stages in order (DESIGN.md §1); a stage with no rejects still shows in the funnel.
 FUNNEL_STAGES = ("caption", "match", "dedup", "balance", "fetch", "image", "decontaminate")
-# Rows per batch read from a shard parquet: big enough for pyarrow's vectorised kernels, small in memory.
+# Rows per batch read from an overlap parquet: big enough for pyarrow's vectorised kernels, small in memory.
 BATCH_ROWS = 65_536
-# Shards read at once. Parquet decoding and the compute kernels release the GIL, so threads can use a
-# many-core launcher; memory is this many shards' columns, whatever the number of shards.
+# Shard summaries read at once: remote reads wait on the network, so threads overlap them.
 SCAN_THREADS = min(8, os.cpu_count() or 1)
 # Hosts tracked at once. Shards are grouped by host, so a host's rows arrive together and a pruned host is a
 # small one; pruning keeps the larger half, so the top hosts shown are exact unless a build has >50k big hosts.
 HOST_CAPACITY = 50_000
 LANGUAGE_SAMPLE = 2_000  # kept captions whose language is detected (lingua), spread across shards
-THUMBNAILS = 24  # sample images in the card's grid, one per query, queries spread from head to tail
+LANGUAGE_SHARDS = 64  # shards whose captions that sample is read from
+THUMBNAILS = 24  # sample images in the card's grid, one per stratum of queries, from head to tail
 TOP_ROWS = 20  # rows in the head, tail and host tables
 CURVE_POINTS = 300  # log-spaced ranks kept of each per-query curve, so 500k queries draw as a small chart
-# Image sides and caption lengths are binned on fixed edges, so per-batch histograms simply add up.
-SIDE_EDGES = [0] + [2 ** i for i in range(3, 15)] + [2 ** 31]
-CAPTION_EDGES = list(range(0, 510, 10)) + [2 ** 31]
-# The host of an http(s) URL, as pyarrow's regex kernel extracts it (no per-row Python at 400M rows).
-HOST_PATTERN = r"^[A-Za-z][A-Za-z0-9+.-]*://(?:[^@/?#]*@)?(?P<host>\[[^\]]*\]|[^:/?#]*)"
-SHARD_COLUMNS = ["key", "url", "caption", "status", "width", "height", "original_width", "original_height",
-                 "queries"]
 
 
 def _read_json(path: str):
@@ -104,118 +100,98 @@ def query_distribution(output: str, t: float | None) -> dict:
     }
 
 
-def thumbnail_queries(output: str, n: int = THUMBNAILS) -> dict[int, tuple[int, str]]:
-    """query id -> (its position in the grid, the query): queries with a kept sample, ordered head to tail by
-    kept count and cut into n strata of equal size; from each, the query with the lowest stable hash, so a
-    build always shows the same queries."""
+def thumbnail_strata(output: str, n: int = THUMBNAILS) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    """The grid's strata: queries with a kept sample, ordered head to tail by kept count and cut into n strata
+    of equal size. Returns the stratum of each query id (-1: none) and, per stratum, its queries' (id, name)."""
     with FileSystems.open(FileSystems.join(output, "queries.parquet")) as f:
         table = pq.read_table(f, columns=["query_id", "query", "kept"])
     kept = table.column("kept").to_numpy()
-    ids = table.column("query_id").to_numpy()
+    ids = table.column("query_id").to_numpy().astype(np.int64)
     with_sample = np.flatnonzero(kept > 0)
     ordered = with_sample[np.lexsort((with_sample, -kept[with_sample]))]
-    queries = table.column("query")
-    chosen = {}
-    for stratum in np.array_split(ordered, min(n, len(ordered))) if len(ordered) else []:
-        names = queries.take(pa.array(stratum)).to_pylist()
-        _, best, name = min(zip((stable_hash64("thumbnail", q) for q in names), stratum.tolist(), names))
-        chosen[int(ids[best])] = (len(chosen), name)
-    return chosen
+    stratum_of = np.full(int(ids.max()) + 1 if len(ids) else 0, -1, np.int64)
+    names = dict(zip(ids.tolist(), table.column("query").to_pylist()))
+    for stratum, members in enumerate(np.array_split(ordered, min(n, len(ordered))) if len(ordered) else []):
+        stratum_of[ids[members]] = stratum
+    return stratum_of, names
 
 
-class ShardScan:
-    """Everything taken from the shard parquets in one streaming pass; every field is bounded in size."""
+def _shard_card(shard: int, path: str) -> dict:
+    """The shard's card summary from its _stats.json; computed from its parquet when an older build's
+    _stats.json has none (or is missing), the same way the shard writer computes it."""
+    stats_path = path[: -len(".parquet")] + "_stats.json"
+    if FileSystems.exists(stats_path):
+        card = _read_json(stats_path).get("card")
+        if card is not None:
+            return card
+    with FileSystems.open(path) as f:
+        return shard_card.summarize(pq.read_table(f, columns=shard_card.COLUMNS))
 
-    def __init__(self, thumbnail_queries: dict[int, tuple[int, str]], language_per_shard: int, language_stride: int):
-        self.sides = {name: np.zeros(len(SIDE_EDGES) - 1, np.int64)
-                      for name in ("width", "height", "original_width", "original_height")}
+
+class CardMerge:
+    """The shards' card summaries added up; every field is bounded in size, whatever the number of shards."""
+
+    def __init__(self, stratum_of: np.ndarray, query_names: dict[int, str]):
+        self.sides = {name: np.zeros(len(SIDE_EDGES) - 1, np.int64) for name in shard_card.SIDES}
         self.caption_chars = np.zeros(len(CAPTION_EDGES) - 1, np.int64)
         self.hosts: dict[str, list[int]] = {}  # host -> [attempted, failed]
+        self.hosts_other = [0, 0]  # hosts past a shard's cap
         self.hosts_pruned = False
-        self.thumbnail_queries = thumbnail_queries
-        self.thumbnails: dict[int, tuple] = {}  # query id -> (hash, sample)
-        self.language_per_shard, self.language_stride = language_per_shard, language_stride
-        self.language_captions: list[str] = []
+        self.stratum_of, self.query_names = stratum_of, query_names
+        self.thumbnails: dict[int, tuple] = {}  # stratum -> ((rank, key), sample)
 
-    def add_shard(self, position: int, shard: int, path: str) -> None:
-        take_captions = self.language_per_shard if position % self.language_stride == 0 else 0
-        with FileSystems.open(path) as f:
-            parquet = pq.ParquetFile(f)
-            step = max(1, parquet.metadata.num_rows // max(1, take_captions))
-            offset = 0
-            for batch in parquet.iter_batches(batch_size=BATCH_ROWS, columns=SHARD_COLUMNS):
-                self._add_batch(shard, batch, offset, step, take_captions)
-                offset += batch.num_rows
-
-    def _add_batch(self, shard: int, batch: pa.RecordBatch, offset: int, step: int, take_captions: int) -> None:
-        ok = pc.equal(batch.column("status"), "success")
-        hosts = pc.utf8_lower(pc.struct_field(pc.extract_regex(batch.column("url"), HOST_PATTERN), "host"))
-        self._count_hosts(hosts, pc.invert(ok))
-        good = batch.filter(ok)
-        # Original sizes of every decoded image; written sizes of the samples written (an eval duplicate
-        # dropped by decontamination was resized, but never written).
+    def add(self, shard: int, card: dict) -> None:
         for name, histogram in self.sides.items():
-            rows = batch if name.startswith("original_") else good
-            values = rows.column(name).drop_null().to_numpy(zero_copy_only=False)
-            histogram += np.histogram(values, SIDE_EDGES)[0]
-        captions = good.column("caption")
-        self.caption_chars += np.histogram(pc.utf8_length(captions).to_numpy(zero_copy_only=False),
-                                           CAPTION_EDGES)[0]
-        if take_captions:
-            # Every step-th row of the shard, so the sample spreads over the shard's hosts, not its first rows.
-            rows = np.flatnonzero(ok.to_numpy(zero_copy_only=False))
-            picked = rows[(rows + offset) % step == 0][:take_captions]
-            self.language_captions += batch.column("caption").take(pa.array(picked)).to_pylist()
-        if self.thumbnail_queries:
-            self._pick_thumbnails(shard, good)
-
-    def _count_hosts(self, hosts: pa.Array, failed: pa.Array) -> None:
-        for name, column in (("attempted", hosts), ("failed", hosts.filter(failed))):
-            slot = 0 if name == "attempted" else 1
-            for entry in pc.value_counts(column.fill_null("(no host)")).to_pylist():
-                self.hosts.setdefault(entry["values"], [0, 0])[slot] += entry["counts"]
-        self._prune_hosts()
-
-    def _prune_hosts(self) -> None:
+            histogram += card["sides"][name]
+        self.caption_chars += card["caption_chars"]
+        for host, attempted, failed in card["hosts"]:
+            counts = self.hosts.setdefault(host, [0, 0])
+            counts[0], counts[1] = counts[0] + attempted, counts[1] + failed
+        self.hosts_other = [a + b for a, b in zip(self.hosts_other, card["hosts_other"])]
+        self.hosts_pruned |= card["hosts_other"][0] > 0
         if len(self.hosts) > HOST_CAPACITY:
             keep = sorted(self.hosts.items(), key=lambda kv: (-kv[1][0], kv[0]))[:HOST_CAPACITY // 2]
             self.hosts, self.hosts_pruned = dict(keep), True
+        for candidate in card["thumbnails"]:
+            self._offer(shard, candidate)
 
-    def _pick_thumbnails(self, shard: int, good: pa.RecordBatch) -> None:
-        """The sample with the lowest stable hash of each chosen query: the same picks however shards are read."""
-        queries = good.column("queries")
-        flat = pc.list_flatten(queries)
-        hits = pc.is_in(flat, pa.array(list(self.thumbnail_queries), pa.int32()))
-        if not pc.any(hits).as_py():
-            return
-        parents = pc.list_parent_indices(queries).filter(hits).to_pylist()
-        for row, query in zip(parents, flat.filter(hits).to_pylist()):
-            key = good.column("key")[row].as_py()
-            rank = stable_hash64("thumbnail", key)
-            if query not in self.thumbnails or rank < self.thumbnails[query][0]:
-                self.thumbnails[query] = (rank, {
-                    "shard": shard, "key": key, "query": self.thumbnail_queries[query][1],
-                    "caption": good.column("caption")[row].as_py(), "url": good.column("url")[row].as_py()})
-
-    def merge(self, other: "ShardScan") -> None:
-        """Add another scan (of other shards) into this one."""
-        for name, histogram in self.sides.items():
-            histogram += other.sides[name]
-        self.caption_chars += other.caption_chars
-        for host, (attempted, failed) in other.hosts.items():
-            counts = self.hosts.setdefault(host, [0, 0])
-            counts[0], counts[1] = counts[0] + attempted, counts[1] + failed
-        self.hosts_pruned |= other.hosts_pruned
-        self._prune_hosts()
-        for query, pick in other.thumbnails.items():
-            if query not in self.thumbnails or pick[0] < self.thumbnails[query][0]:
-                self.thumbnails[query] = pick
-        self.language_captions += other.language_captions
+    def _offer(self, shard: int, candidate: dict) -> None:
+        """The candidate with the lowest stable hash wins each stratum its queries fall in: the same picks
+        however the shards are read."""
+        order = (int(candidate["rank"]), candidate["key"])
+        for query in sorted(candidate["queries"]):
+            if not 0 <= query < len(self.stratum_of) or self.stratum_of[query] < 0:
+                continue
+            stratum = int(self.stratum_of[query])
+            if stratum not in self.thumbnails or order < self.thumbnails[stratum][0]:
+                self.thumbnails[stratum] = (order, {
+                    "shard": shard, "key": candidate["key"], "query": self.query_names[query],
+                    "caption": candidate["caption"], "url": candidate["url"]})
 
     def hosts_table(self) -> list[dict]:
         top = sorted(self.hosts.items(), key=lambda kv: (-kv[1][0], kv[0]))[:TOP_ROWS]
         return [{"host": h, "attempted": a, "failed": f, "failure_rate": f / a if a else 0.0}
                 for h, (a, f) in top]
+
+
+def language_sample(shards: list[tuple[int, str]]) -> list[str]:
+    """About LANGUAGE_SAMPLE kept captions from at most LANGUAGE_SHARDS shards spread over the build (only
+    their caption and status columns are read), evenly spaced within each shard so the sample spreads over
+    the shard's hosts, not its first rows."""
+    if not shards:
+        return []
+    positions = np.unique(np.linspace(0, len(shards) - 1, min(len(shards), LANGUAGE_SHARDS)).round().astype(int))
+    per_shard = -(-LANGUAGE_SAMPLE // len(positions))
+
+    def read(position):
+        with FileSystems.open(shards[position][1]) as f:
+            table = pq.read_table(f, columns=["caption", "status"])
+        rows = np.flatnonzero(pc.equal(table.column("status"), "success").to_numpy(zero_copy_only=False))
+        picked = rows[:: max(1, len(rows) // per_shard)][:per_shard]
+        return table.column("caption").take(pa.array(picked, pa.int64())).to_pylist()
+
+    with concurrent.futures.ThreadPoolExecutor(SCAN_THREADS) as pool:
+        return [caption for captions in pool.map(read, positions.tolist()) for caption in captions]
 
 
 def detect_languages(captions: list[str]) -> dict[str, int]:
@@ -274,31 +250,25 @@ def compute(output: str, t: float | None = None) -> dict:
     stats = _read_json(stats_path)
     shards = [(s, p) for p in _matching(FileSystems.join(output, "shards", "*.parquet"))
               if (s := _shard_id(p)) is not None]
-    per_shard = max(1, -(-LANGUAGE_SAMPLE // max(1, len(shards))))
-    settings = (thumbnail_queries(output), per_shard, max(1, len(shards) // LANGUAGE_SAMPLE))
-
-    def scan_one(position_and_shard):
-        position, (shard, path) = position_and_shard
-        part = ShardScan(*settings)
-        part.add_shard(position, shard, path)
-        return part
-
-    scan, items, window = ShardScan(*settings), list(enumerate(shards)), 2 * SCAN_THREADS
+    merged = CardMerge(*thumbnail_strata(output))
+    window = 4 * SCAN_THREADS
     with concurrent.futures.ThreadPoolExecutor(SCAN_THREADS) as pool:
-        # A window at a time, merged in shard order: bounded memory, and the same result on every run.
-        for start in range(0, len(items), window):
-            for part in pool.map(scan_one, items[start:start + window]):
-                scan.merge(part)
-    thumbnails = [scan.thumbnails[q] for q in sorted(scan.thumbnails, key=lambda q: scan.thumbnail_queries[q][0])]
+        # A window at a time, added in shard order: bounded memory, and the same result on every run.
+        for start in range(0, len(shards), window):
+            part = shards[start:start + window]
+            for (shard, _), card in zip(part, pool.map(lambda sp: _shard_card(*sp), part)):
+                merged.add(shard, card)
+    languages = language_sample(shards)
     return {
         "stats": stats,
         "funnel": funnel(stats),
         "queries": query_distribution(output, t),
-        "caption_chars": {"edges": CAPTION_EDGES, "counts": scan.caption_chars.tolist()},
-        "languages": {"sample": len(scan.language_captions), "counts": detect_languages(scan.language_captions)},
-        "image_sides": {"edges": SIDE_EDGES, **{k: v.tolist() for k, v in scan.sides.items()}},
-        "hosts": {"top": scan.hosts_table(), "tracked": len(scan.hosts), "pruned": scan.hosts_pruned},
-        "thumbnails": [sample for _, sample in thumbnails],
+        "caption_chars": {"edges": CAPTION_EDGES, "counts": merged.caption_chars.tolist()},
+        "languages": {"sample": len(languages), "counts": detect_languages(languages)},
+        "image_sides": {"edges": SIDE_EDGES, **{k: v.tolist() for k, v in merged.sides.items()}},
+        "hosts": {"top": merged.hosts_table(), "tracked": len(merged.hosts), "pruned": merged.hosts_pruned,
+                  "other": merged.hosts_other},
+        "thumbnails": [merged.thumbnails[s][1] for s in sorted(merged.thumbnails)],
         "decontamination": decontamination(output),
         "overlap_reports": overlap_reports(output),
     }

@@ -27,7 +27,7 @@ from PIL import Image
 
 from openwit import faults
 from openwit.files import write_atomically
-from pipeline import dns, fetch, politeness, resize
+from pipeline import dns, fetch, politeness, resize, shard_card
 from pipeline.plan_shards import host_of
 from pipeline.progress import ShardProgress, abnormal_failures
 
@@ -172,10 +172,11 @@ class ShardBuilder:
 
         out = self.config.output
         write_atomically(shard_path(out, shard, ".tar"), write_tar)
-        write_atomically(shard_path(out, shard, ".parquet"),
-                          lambda f: pq.write_table(pa.Table.from_pylist(rows, schema=PARQUET_SCHEMA), f))
+        table = pa.Table.from_pylist(rows, schema=PARQUET_SCHEMA)
+        write_atomically(shard_path(out, shard, ".parquet"), lambda f: pq.write_table(table, f))
         summary = summarize(shard, rows)
         stats = {k: summary[k] for k in ("shard", "count", "successes", "failed")}
+        stats["card"] = shard_card.summarize(table)  # so the dataset card never reads every shard parquet
         stats["duration_s"] = round(time.time() - started, 3)
         write_atomically(shard_path(out, shard, "_stats.json"),
                           lambda f: f.write(json.dumps(stats, indent=2).encode()))

@@ -44,6 +44,10 @@ def dataset_bytes(output):
     """Every file of the dataset, but the per-shard durations in _stats.json (wall-clock time, not data)."""
     files = {}
     for path in sorted(glob.glob(os.path.join(output, "**", "*"), recursive=True)):
-        if os.path.isfile(path) and not path.endswith("_stats.json"):
+        if os.path.isfile(path) and path.endswith("_stats.json"):
+            stats = json.load(open(path))
+            stats.pop("duration_s")
+            files[os.path.relpath(path, output)] = json.dumps(stats, sort_keys=True).encode()
+        elif os.path.isfile(path):
             files[os.path.relpath(path, output)] = open(path, "rb").read()
     return files

@@ -1,5 +1,6 @@
 """Build one shard: fetch every image of it, decode/resize/encode, drop eval-set near-duplicates, and write
-`shards/{shard:05d}.tar` (WebDataset), `.parquet` (one row per attempted sample) and `_stats.json`.
+`shards/{shard:05d}.tar` (WebDataset), `.parquet` (one row per attempted sample) and `_stats.json` (its counts,
+and in `card` its share of the dataset card, pipeline/shard_card.py).
 
 Image bytes are born here and go straight to the output: they are never shuffled between workers.
 Files are written under temporary names and renamed when whole; `_stats.json` is written last and marks the

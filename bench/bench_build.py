@@ -4,7 +4,7 @@
     python bench/bench_build.py --memory 2000,20000 --only openwit     # peak RSS per worker as input grows
 
 Each tool runs as its own command in a fresh process, start-up included, with every core (OpenWIT: its
-default, a worker process per core; img2dataset: --processes_count = cores, 64 threads each), the same input
+default, a worker process per two cores, each with a decode thread per core; img2dataset: --processes_count = cores, 64 threads each), the same input
 (a Parquet table of url + caption), image size 256, resize mode border, jpg quality 95, 10 s timeout, no
 retries, 1,000 samples per shard. The web is bench_fetch.py's: a few hundred photo-like JPEGs served by nginx
 on 127.0.0.1 under distinct URLs. CPU is user + system time of the command and every process it waited for;

@@ -150,3 +150,9 @@ def test_the_three_ways_to_launch(launcher, demo_site, demo_url, tmp_path):
     assert "Unparseable argument" not in proc.stderr, proc.stderr[-3000:]
     workers = 1 if "--direct_num_workers=1" in launcher else default_workers(os.cpu_count())
     assert ("in this process" if workers == 1 else f"in {workers} worker processes") in proc.stderr
+
+
+def test_local_build_starts_a_worker_process_per_two_cores():
+    # A worker's decode thread pool keeps ~2 cores busy and each worker process costs seconds to start, so a
+    # 2-core machine builds in the launching process (faster and cheaper there, bench/RESULTS.md).
+    assert [default_workers(cores) for cores in (1, 2, 3, 4, 16)] == [1, 1, 2, 2, 8]

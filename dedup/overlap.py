@@ -6,10 +6,12 @@ Overlap and Clean from them, as the CLIP paper's appendix C does.
 """
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from dedup.eval_index import OverlapMatch
+if TYPE_CHECKING:  # only a type here: importing the eval index (datasketch, scipy) costs every build ~0.5 s
+    from dedup.eval_index import OverlapMatch
 
 OVERLAP_SCHEMA = pa.schema([
     ("eval_set", pa.string()),
@@ -23,7 +25,7 @@ OVERLAP_SCHEMA = pa.schema([
 ])
 
 
-def overlap_rows(matches: Iterable[OverlapMatch], sample_key: str, url: str) -> list[dict]:
+def overlap_rows(matches: Iterable["OverlapMatch"], sample_key: str, url: str) -> list[dict]:
     """One record per match of a sample, in OVERLAP_SCHEMA's columns."""
     return [{"eval_set": m.eval_set, "eval_id": m.eval_id, "sample_key": sample_key, "url": url,
              "method": m.method, "distance": float(m.distance), "verification": m.verification,

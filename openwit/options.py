@@ -78,10 +78,20 @@ def parse_pipeline_options(argv: list[str], options_cls: type, prog: str) -> Pip
     return options.view_as(options_cls)
 
 
-def use_every_core(options: PipelineOptions, argv: list[str]) -> None:
-    """Locally, one worker process per core unless --direct_num_workers says otherwise (1: all in this process).
+# A build worker keeps about this many cores busy on its own: its shard writer decodes, resizes, encodes and
+# hashes in a thread pool (one thread per core) and Pillow releases the GIL for that work (~3/4 of the CPU per
+# image); the Python rest holds it. Each worker process costs ~4 CPU-s to start (Beam + the pipeline imported),
+# so on 2 cores one in-process worker was faster and cheaper end to end (bench/RESULTS.md).
+CORES_PER_WORKER = 2
 
-    Beam's own default is one in-process worker, which leaves all but ~1.3 cores idle."""
+
+def default_workers(cores: int) -> int:
+    return max(1, -(-cores // CORES_PER_WORKER))
+
+
+def use_every_core(options: PipelineOptions, argv: list[str]) -> None:
+    """Locally, one worker process per CORES_PER_WORKER cores unless --direct_num_workers says otherwise (1: all
+    in this process; each worker also runs a thread per core)."""
     def given(name):
         return any(arg == name or arg.startswith(name + "=") for arg in argv)
 
@@ -89,7 +99,7 @@ def use_every_core(options: PipelineOptions, argv: list[str]) -> None:
         return
     direct = options.view_as(DirectOptions)
     if not given("--direct_num_workers"):
-        direct.direct_num_workers = os.cpu_count() or 1
+        direct.direct_num_workers = default_workers(os.cpu_count() or 1)
     if direct.direct_num_workers != 1 and not given("--direct_running_mode"):
         direct.direct_running_mode = "multi_processing"
 

@@ -239,11 +239,13 @@ class ShardBuilder:
             return row, []
         # Hash and verify what is written, not the in-memory image: encoding (JPEG q95 by default) changes
         # pixels, and a user checking a shard against an eval set hashes the file.
-        written = Image.open(io.BytesIO(image.data)).convert("RGB")
+        # The decoded file goes to pHash as it is (it converts to grayscale itself): an RGB copy first would
+        # give the same hash for ~0.05 ms more per image; only the eval index needs the RGB image.
+        written = Image.open(io.BytesIO(image.data))
         row.update(width=image.width, height=image.height, original_width=image.original_width,
                    original_height=image.original_height, phash=str(imagehash.phash(written)))
         if self.eval_index is not None:
-            matches = self.eval_index.lookup(written, candidate["caption"])
+            matches = self.eval_index.lookup(written.convert("RGB"), candidate["caption"])
             row["eval_matches"] = [
                 {"eval_set": m.eval_set, "eval_id": m.eval_id, "method": m.method, "distance": float(m.distance),
                  "verification": m.verification, "score": float(m.score)}

@@ -14,6 +14,7 @@ import pytest
 import webdataset as wds
 
 from build_helpers import build, load_stats, read_bytes, reject_rows, shard_files, shard_rows
+from openwit.options import default_workers
 from pipeline.write_shards import stage_of
 
 pytestmark = pytest.mark.timeout(600)
@@ -124,7 +125,7 @@ def test_fresh_rerun_and_multiprocess_run_give_byte_identical_shards(built, demo
 
 @pytest.mark.parametrize("launcher", [
     [sys.executable, "-m", "pipeline.build_wit", "--direct_num_workers=1"],
-    [os.path.join(os.path.dirname(sys.executable), "openwit"), "build"],  # the default: a worker process per core
+    [os.path.join(os.path.dirname(sys.executable), "openwit"), "build"],  # the default: openwit.options.default_workers
     [os.path.join(os.path.dirname(sys.executable), "beam"), "run", "pipeline/build_wit.py", "--direct_num_workers=1"],
 ], ids=["python-m", "openwit-build", "beam-run"])
 def test_the_three_ways_to_launch(launcher, demo_site, demo_url, tmp_path):
@@ -147,5 +148,11 @@ def test_the_three_ways_to_launch(launcher, demo_site, demo_url, tmp_path):
     assert f"12 candidates -> {stats['kept']} samples" in proc.stdout and "report.html" in proc.stdout
     # Beam re-checks the command line when the pipeline runs; our options must not look unknown to it.
     assert "Unparseable argument" not in proc.stderr, proc.stderr[-3000:]
-    workers = 1 if "--direct_num_workers=1" in launcher else os.cpu_count()
+    workers = 1 if "--direct_num_workers=1" in launcher else default_workers(os.cpu_count())
     assert ("in this process" if workers == 1 else f"in {workers} worker processes") in proc.stderr
+
+
+def test_local_build_starts_a_worker_process_per_two_cores():
+    # A worker's decode thread pool keeps ~2 cores busy and each worker process costs seconds to start, so a
+    # 2-core machine builds in the launching process (faster and cheaper there, bench/RESULTS.md).
+    assert [default_workers(cores) for cores in (1, 2, 3, 4, 16)] == [1, 1, 2, 2, 8]

@@ -17,7 +17,14 @@ icons. Each candidate pair is therefore checked on pixels before it counts as a 
   blue, nor most tricolours another (not France and Italy: 0.955). Measured against a per-channel mean and against gradient correlation
   (bench/RESULTS.md), this kept the most recall per false positive on flat graphics.
 
-Thresholds come from the measured curves in bench/RESULTS.md ("Retrieve, then verify").
+- a pair whose colours agree must also agree in structure, an independent second score: the correlation of
+  grey horizontal/vertical differences (edges: letters, glyph outlines, corners) of the sample and each
+  region, both reduced to the cells the thumbnail has in that region (a square centre of a 3:1 banner is
+  11 thumbnail pixels wide; comparing a sharp sample with a blurred region would lose the edges). Colour
+  alone cannot tell other words on one colour (0.95-0.96) or a cropped circle from a rounded square (0.93);
+  their structure scores 0.3-0.5 against 0.6-1.0 for copies. Only the few pairs whose colours agree pay it.
+
+Thresholds come from the measured curves in bench/RESULTS.md ("Retrieve, then verify", "Two scores").
 """
 
 from functools import lru_cache

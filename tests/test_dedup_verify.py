@@ -209,3 +209,14 @@ def test_items_without_a_perceptual_hash_are_counted_with_the_reason(capsys, tmp
     err = capsys.readouterr().err
     assert "3 without a perceptual hash" in err and "'flat': 2" in err and "'tiny': 1" in err
     assert "unhashed flat.png: flat (64x64)" in err or "unhashed flat: flat (64x64)" in err
+
+
+def test_structure_threshold_is_saved_with_the_index_and_checked_on_the_command_line(tmp_path):
+    from dedup import build_index
+    from openwit.errors import InputError
+
+    idx, _ = EvalIndex.build([("hard", [EvalItem("photo0", png(EVAL["photo0"]))])], min_structure=0.7)
+    idx.save(str(tmp_path / "eval.idx"))
+    assert EvalIndex.load(str(tmp_path / "eval.idx")).min_structure == pytest.approx(0.7)
+    with pytest.raises(InputError, match="--min-structure"):
+        build_index.parse_args(["--eval-set", f"x={tmp_path}", "--output", "o.idx", "--min-structure", "2"])

@@ -32,6 +32,7 @@ VERSION = 2  # 2: thumbnails and aspect ratios for verification
 # the measured recall / false-positive curves in bench/RESULTS.md ("Retrieve, then verify").
 DEFAULT_RADIUS = 12
 DEFAULT_MIN_SCORE = 0.93
+DEFAULT_MIN_STRUCTURE = 0.55  # the second, independent score (dedup/verify.structure); bench/RESULTS.md
 METHODS = ("sha256", "phash", "mirror_phash", "crop_phash", "caption_minhash")
 # How each method's matches are confirmed, recorded beside the method: pixel hashes need no second test,
 # caption matches are confirmed by exact Jaccard (their score is 1 - distance), image hashes by dedup/verify.
@@ -69,7 +70,7 @@ class EvalIndex:
                  codes: np.ndarray, code_item: np.ndarray, code_method: np.ndarray,
                  captions: list[str], caption_item: np.ndarray, thumbs: np.ndarray, aspects: np.ndarray,
                  radius: int = DEFAULT_RADIUS, caption_max_distance: float = caption_index.DEFAULT_MAX_DISTANCE,
-                 min_score: float = DEFAULT_MIN_SCORE):
+                 min_score: float = DEFAULT_MIN_SCORE, min_structure: float = DEFAULT_MIN_STRUCTURE):
         self.eval_sets = list(eval_sets)
         self.item_set = np.asarray(item_set, dtype=np.int32)
         self.item_ids = list(item_ids)
@@ -84,6 +85,7 @@ class EvalIndex:
         self.radius = int(radius)
         self.caption_max_distance = float(caption_max_distance)
         self.min_score = float(min_score)
+        self.min_structure = float(min_structure)
         self._build_lookups()
 
     def _build_lookups(self) -> None:
@@ -102,7 +104,8 @@ class EvalIndex:
     @classmethod
     def build(cls, eval_sets: Iterable[tuple[str, Iterable[EvalItem]]], radius: int = DEFAULT_RADIUS,
               caption_max_distance: float = caption_index.DEFAULT_MAX_DISTANCE,
-              min_score: float = DEFAULT_MIN_SCORE) -> tuple["EvalIndex", BuildReport]:
+              min_score: float = DEFAULT_MIN_SCORE,
+              min_structure: float = DEFAULT_MIN_STRUCTURE) -> tuple["EvalIndex", BuildReport]:
         """Hash every item of every (name, items) eval set; unreadable items are counted, not fatal, and
         items with no perceptual hash are counted apart (they still match by exact pixels and captions)."""
         names, item_set, item_ids, item_sha, thumbs, aspects = [], [], [], [], [], []
@@ -155,7 +158,7 @@ class EvalIndex:
                     np.array(code_item, dtype=np.int32), np.array(code_method, dtype=np.uint8),
                     captions, np.array(caption_item, dtype=np.int32),
                     np.array(thumbs, dtype=np.uint8).reshape(-1, verify.THUMB, verify.THUMB, 3),
-                    np.array(aspects, dtype=np.float32), radius, caption_max_distance, min_score)
+                    np.array(aspects, dtype=np.float32), radius, caption_max_distance, min_score, min_structure)
         return index, report
 
     # ---- file -----------------------------------------------------------------------------------------
@@ -164,6 +167,7 @@ class EvalIndex:
         from apache_beam.io.filesystems import FileSystems
 
         meta = {"format": FORMAT, "version": VERSION, "radius": self.radius, "min_score": self.min_score,
+                "min_structure": self.min_structure,
                 "caption_max_distance": self.caption_max_distance, "eval_sets": self.eval_sets,
                 "methods": list(METHODS)}
         buf = io.BytesIO()
@@ -202,7 +206,9 @@ class EvalIndex:
             return cls(meta["eval_sets"], arrays["item_set"], arrays["item_ids"].tolist(), arrays["item_sha"],
                        arrays["codes"], arrays["code_item"], code_method, arrays["captions"].tolist(),
                        arrays["caption_item"], arrays["thumbs"], arrays["aspects"], meta["radius"],
-                       meta["caption_max_distance"], meta["min_score"])
+                       meta["caption_max_distance"], meta["min_score"],
+                       # Indexes written before the structure score verify with today's default.
+                       meta.get("min_structure", DEFAULT_MIN_STRUCTURE))
         except Exception as e:
             raise InputError(f"{path!r} is not a readable eval index ({type(e).__name__}: {e}); "
                              "rebuild it with `openwit eval-index`") from e
@@ -241,10 +247,11 @@ class EvalIndex:
                 if (sample, item) not in scores:
                     if sample not in features:
                         features[sample] = verify.sample_features(images[sample])
-                    scores[sample, item] = verify.score(features[sample], self.thumbs[item], self.aspects[item])
-                if scores[sample, item] >= self.min_score:
-                    add(sample, item, METHODS[self.code_method[code_id]], float(d), verify.METHOD,
-                        scores[sample, item])
+                    scores[sample, item] = verify.verify(features[sample], self.thumbs[item], self.aspects[item],
+                                                         self.min_score, self.min_structure)
+                accepted, pair_score = scores[sample, item]
+                if accepted:
+                    add(sample, item, METHODS[self.code_method[code_id]], float(d), verify.METHOD, pair_score)
         if self._captions is not None:
             for sample, caption in enumerate(captions):
                 if caption:

@@ -17,7 +17,14 @@ icons. Each candidate pair is therefore checked on pixels before it counts as a 
   blue, nor most tricolours another (not France and Italy: 0.955). Measured against a per-channel mean and against gradient correlation
   (bench/RESULTS.md), this kept the most recall per false positive on flat graphics.
 
-Thresholds come from the measured curves in bench/RESULTS.md ("Retrieve, then verify").
+- a pair whose colours agree must also agree in structure, an independent second score: the correlation of
+  grey horizontal/vertical differences (edges: letters, glyph outlines, corners) of the sample and each
+  region, both reduced to the cells the thumbnail has in that region (a square centre of a 3:1 banner is
+  11 thumbnail pixels wide; comparing a sharp sample with a blurred region would lose the edges). Colour
+  alone cannot tell other words on one colour (0.95-0.96) or a cropped circle from a rounded square (0.93);
+  their structure scores 0.3-0.5 against 0.6-1.0 for copies. Only the few pairs whose colours agree pay it.
+
+Thresholds come from the measured curves in bench/RESULTS.md ("Retrieve, then verify", "Two scores").
 """
 
 from functools import lru_cache
@@ -32,7 +39,8 @@ THUMB = 32  # side of the stored thumbnail of each eval image (3 KiB per item)
 SIDE = 16  # side of the grid compared
 KEEPS = (1.0, 0.95, 0.9)  # fractions of each side a copy keeps (crops of up to 10% off two sides)
 ANCHORS = (0.0, 0.25, 0.5, 0.75, 1.0)
-METHOD = "thumb_ncc"  # name of the verification in overlap records
+FINE = 2 * THUMB  # side of the sample's grey grid, reduced to each region's cells for the second score
+METHOD = "thumb_ncc+grad_ncc"  # name of the verification in overlap records
 # A region is tried when its aspect ratio is within this factor (log) of the sample's: a 10% crop off one
 # side, or resampling, changes it by less.
 ASPECT_TOLERANCE = 0.15
@@ -44,10 +52,11 @@ def thumbnail(image: Image.Image) -> np.ndarray:
     return np.asarray(rgb.resize((THUMB, THUMB), Image.Resampling.BOX, reducing_gap=2.0), dtype=np.uint8)
 
 
-def _area_matrix(lo: float, hi: float) -> np.ndarray:
-    """SIDE x THUMB weights averaging the thumbnail's pixels over SIDE equal cells of [lo, hi] (0..1)."""
-    edges = lo + (hi - lo) * np.arange(SIDE + 1) / SIDE
-    src = np.arange(THUMB + 1) / THUMB
+@lru_cache(maxsize=256)
+def _area_matrix(lo: float, hi: float, side: int = SIDE, source: int = THUMB) -> np.ndarray:
+    """side x source weights averaging `source` pixels over `side` equal cells of [lo, hi] (0..1)."""
+    edges = lo + (hi - lo) * np.arange(side + 1) / side
+    src = np.arange(source + 1) / source
     overlap = (np.minimum(edges[1:, None], src[None, 1:]) - np.maximum(edges[:-1, None], src[None, :-1]))
     w = np.clip(overlap, 0, None)
     return (w / w.sum(axis=1, keepdims=True)).astype(np.float32)
@@ -89,15 +98,33 @@ def _sparse(matrices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return index.astype(np.int64), np.take_along_axis(matrices, index, axis=2).astype(np.float32)
 
 
+def _fits(aspect_key: float, sample_aspect_key: float) -> np.ndarray:
+    boxes = np.array(_boxes(aspect_key))
+    shapes = (boxes[:, 1] - boxes[:, 0]) * aspect_key / (boxes[:, 3] - boxes[:, 2])
+    fits = np.abs(np.log(shapes / sample_aspect_key)) <= ASPECT_TOLERANCE
+    return fits if fits.any() else np.ones(len(boxes), bool)
+
+
 def _fitting_regions(aspect_key: float, sample_aspect_key: float) -> tuple[np.ndarray, np.ndarray]:
     """(rows, cols) of the regions whose shape matches the sample's: a region squashed onto the grid only
     lines up with a sample of its own aspect ratio, so the others (half of them: the square centres of a
     non-square image, or the regions around them) are not tried. Fewer tries, fewer chance agreements."""
     rows, cols = _region_matrices(aspect_key)
-    boxes = np.array(_boxes(aspect_key))
-    shapes = (boxes[:, 1] - boxes[:, 0]) * aspect_key / (boxes[:, 3] - boxes[:, 2])
-    fits = np.abs(np.log(shapes / sample_aspect_key)) <= ASPECT_TOLERANCE
-    return (rows[fits], cols[fits]) if fits.any() else (rows, cols)
+    fits = _fits(aspect_key, sample_aspect_key)
+    return rows[fits], cols[fits]
+
+
+@lru_cache(maxsize=4096)
+def _fine_regions(aspect_key: float, sample_aspect_key: float) -> list[tuple[int, int, np.ndarray, np.ndarray]]:
+    """Per grid size (h, w), the (rows, cols) area matrices of the regions of the sample's shape at the
+    resolution the thumbnail has there: a square centre of a 3:1 banner is 11 thumbnail pixels wide, and the
+    sample is reduced to the same cells (a sharp sample against a blurred region loses its edges)."""
+    boxes = [b for b, fit in zip(_boxes(aspect_key), _fits(aspect_key, sample_aspect_key)) if fit]
+    groups: dict[tuple[int, int], list] = {}
+    for x0, x1, y0, y1 in boxes:
+        size = (max(4, round(THUMB * (y1 - y0))), max(4, round(THUMB * (x1 - x0))))
+        groups.setdefault(size, []).append((_area_matrix(y0, y1, size[0]), _area_matrix(x0, x1, size[1])))
+    return [(h, w, np.stack([r for r, _ in g]), np.stack([c for _, c in g])) for (h, w), g in groups.items()]
 
 
 @lru_cache(maxsize=4096)
@@ -161,15 +188,28 @@ def _normalise(grids: np.ndarray) -> np.ndarray:
     return colour / np.maximum(np.linalg.norm(colour, axis=1, keepdims=True), 1e-3)
 
 
-def _features(image: Image.Image) -> tuple[np.ndarray, float]:
+def _gradients(gray: np.ndarray) -> np.ndarray:
+    """(n, FINE, FINE) grey grids -> (n, D) unit vectors of their horizontal and vertical differences: the
+    edges' places and signs, which a flat colour grid averages away (letters, glyph outlines, corners)."""
+    g = np.concatenate([np.diff(gray, axis=2).reshape(len(gray), -1), np.diff(gray, axis=1).reshape(len(gray), -1)],
+                       axis=1)
+    g = g - g.mean(axis=1, keepdims=True)
+    return g / np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-3)
+
+
+def _features(image: Image.Image) -> tuple[np.ndarray, float, np.ndarray]:
     thumb = thumbnail(image).astype(np.float32)
     rows, cols = _region_matrices(1.0)
     whole = _regions(rows[:1], cols[:1], thumb)[0]
-    return _normalise(np.stack([whole, whole[:, ::-1]])), _aspect_key(image.width / image.height)
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    gray = np.asarray(rgb.resize((FINE, FINE), Image.Resampling.BOX, reducing_gap=2.0), np.float32).mean(axis=2)
+    return (_normalise(np.stack([whole, whole[:, ::-1]])), _aspect_key(image.width / image.height),
+            np.stack([gray, gray[:, ::-1]]))
 
 
-def sample_features(image: Image.Image) -> list[tuple[np.ndarray, float]]:
-    """Per reading of the sample, its grid vector (as is, and mirrored) and its aspect ratio.
+def sample_features(image: Image.Image) -> list[tuple[np.ndarray, float, np.ndarray]]:
+    """Per reading of the sample, its colour grid vector (as is, and mirrored), its aspect ratio and its
+    FINE x FINE grey grid (as is, and mirrored).
 
     Three readings when the sample has what look like letterbox bars: without them (a "border" resize padded
     the copy), without them and 2 more px, and as written (a banner's or icon's own plain margins, which a center crop keeps and
@@ -192,10 +232,36 @@ def score(sample: list[tuple[np.ndarray, float]], thumb: np.ndarray, aspect: flo
     return max(float(_best_score(thumb, *_region_taps(_aspect_key(aspect), s[1]), s[0])) for s in sample)
 
 
+def structure(sample: list[tuple[np.ndarray, float, np.ndarray]], thumb: np.ndarray, aspect: float) -> float:
+    """Best correlation of the sample's FINE x FINE grey gradients with those of every region of the eval
+    item's thumbnail of its shape (and mirror), over its readings (-1..1): the second, independent score."""
+    gray = np.asarray(thumb, dtype=np.float32).mean(axis=2)
+    best = -1.0
+    for _, sample_aspect, sample_gray in sample:
+        for h, w, rows, cols in _fine_regions(_aspect_key(aspect), sample_aspect):
+            regions = rows @ gray @ cols.transpose(0, 2, 1)  # (regions, h, w)
+            reduced = _area_matrix(0, 1, h, FINE) @ sample_gray @ _area_matrix(0, 1, w, FINE).T
+            best = max(best, float((_gradients(regions) @ _gradients(reduced).T).max()))
+    return best
+
+
+def verify(sample: list[tuple[np.ndarray, float, np.ndarray]], thumb: np.ndarray, aspect: float,
+           min_colour: float, min_structure: float) -> tuple[bool, float]:
+    """(accepted, score) of a candidate pair: accepted when the colour score reaches min_colour AND the
+    structure score reaches min_structure; the score is the one that decided (the lower of the two when both
+    pass). The structure is only computed for pairs whose colours agree (a few per cent of candidates), so the
+    compiled colour kernel stays the cost per candidate."""
+    colour = score(sample, thumb, aspect)
+    if colour < min_colour:
+        return False, colour
+    shape = structure(sample, thumb, aspect)
+    return shape >= min_structure, min(colour, shape)
+
+
 def score_dense(sample: list[tuple[np.ndarray, float]], thumb: np.ndarray, aspect: float) -> float:
     """`score` in plain numpy with dense matrices: the reference the compiled kernel is tested against."""
     best = -1.0
-    for features, sample_aspect in sample:
+    for features, sample_aspect, _ in sample:
         grids = _normalise(_regions(*_fitting_regions(_aspect_key(aspect), sample_aspect), thumb))
         best = max(best, float((grids @ features.T).max()))
     return best

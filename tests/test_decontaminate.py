@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from dedup import build_index
+from dedup import build_index, verify
 from build_helpers import build, shard_files, shard_rows
 
 pytestmark = pytest.mark.timeout(600)
@@ -60,7 +60,7 @@ def test_report_mode_keeps_the_samples_but_still_records_them(demo_inputs, demo_
     assert {m["url"] for m in overlap(output)} == attempted
     # Each match says how it was confirmed; hash matches passed pixel verification.
     for m in overlap(output) + [m for url in attempted for m in rows[url]["eval_matches"]]:
-        assert m["verification"] in ("identical_pixels", "thumb_ncc", "jaccard") and 0 < m["score"] <= 1.0 + 1e-6
+        assert m["verification"] in ("identical_pixels", verify.METHOD, "jaccard") and 0 < m["score"] <= 1.0 + 1e-6
     # The pHash recorded is that of the image as written in the tar, not of the in-memory image.
     members = {}
     for path in shard_files(output, "*.tar"):

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 
 from dedup import verify
-from dedup.eval_index import DEFAULT_MIN_SCORE, EvalIndex
+from dedup.eval_index import DEFAULT_MIN_SCORE, DEFAULT_MIN_STRUCTURE, EvalIndex
 from dedup.eval_sets import EvalItem
 from dedup.image_hashes import eval_variants, sample_hashes
 from pipeline.resize import ImageOptions, process_image
@@ -28,9 +28,9 @@ def flag(colours, vertical: bool) -> Image.Image:
     return im
 
 
-def banner(word: str, colour) -> Image.Image:
+def banner(word: str, colour, tail: str = " 20% off") -> Image.Image:
     im = Image.new("RGB", (400, 120), colour)
-    ImageDraw.Draw(im).text((30, 30), f"{word} 20% off", fill=(255, 255, 255), font_size=48)
+    ImageDraw.Draw(im).text((30, 30), f"{word}{tail}", fill=(255, 255, 255), font_size=48)
     return im
 
 
@@ -82,11 +82,13 @@ EVAL = {
     **{f"icon-{s}": icon(s, COLOURS[0]) for s in SHAPES[:3]},
     **{f"photo{i}": photo(i) for i in range(4)},
 }
-# Unrelated flat graphics: same layouts, other colours or shapes. (Other words on the same colour at the same
-# place are NOT told apart: letters are finer than the verifier's 16x16 grid; see bench/RESULTS.md.)
+# Unrelated flat graphics: same layouts, other colours or shapes, and other words on the same colour at the
+# same place (their colour grids agree, 0.95: letters are finer than 16x16; their edges do not). Not the same
+# words' tail: a center crop of "Menu 20% off" and "Login 20% off" writes the same "20% off", a real copy.
 CLEAN = [
     *[flag(c, v) for c in TRICOLOURS[3:] for v in (True, False)],
     *[banner(w, (30, 90, 200)) for w in WORDS],
+    *[banner(w, (200, 30, 30), " now") for w in WORDS[4:]],
     *[icon(s, c) for s in SHAPES[3:] for c in COLOURS[:2]],
     *[icon(s, COLOURS[1]) for s in SHAPES[:3]],
 ]
@@ -135,14 +137,14 @@ def _overlay(im: Image.Image) -> Image.Image:
 
 @pytest.mark.parametrize("mode", ["center_crop", "border"])
 def test_verification_accepts_every_altered_copy(mode):
-    """The second stage never loses a copy: every alteration of every kind scores above the threshold."""
+    """The second stage never loses a copy: every alteration of every kind passes both scores."""
     low = []
-    for name in ["photo0", "photo1", "flag0v", "flag1h", "flag2v", "banner-Sale", "icon-triangle"]:
+    for name in ["photo0", "photo1", "flag0v", "flag1h", "flag2v", "banner-Sale", "icon-triangle", "icon-circle"]:
         thumb, aspect = verify.thumbnail(EVAL[name]), EVAL[name].width / EVAL[name].height
         for alter in sorted(ALTER):
-            s = verify.score(verify.sample_features(written(ALTER[alter](EVAL[name]).convert("RGB"), mode)), thumb,
-                             aspect)
-            if s < DEFAULT_MIN_SCORE:
+            features = verify.sample_features(written(ALTER[alter](EVAL[name]).convert("RGB"), mode))
+            accepted, s = verify.verify(features, thumb, aspect, DEFAULT_MIN_SCORE, DEFAULT_MIN_STRUCTURE)
+            if not accepted:
                 low.append((name, alter, round(s, 3)))
     assert low == []
 
@@ -154,7 +156,7 @@ def test_altered_copies_of_photos_and_icons_are_found_and_nothing_else(index, mo
         for alter in sorted(ALTER):
             found = index.lookup(written(ALTER[alter](EVAL[name]).convert("RGB"), mode))
             hashed = [m for m in found if m.method != "sha256"]
-            assert all(m.verification == verify.METHOD and m.score >= index.min_score for m in hashed)
+            assert all(m.verification == verify.METHOD and m.score >= index.min_structure for m in hashed)
             if name not in {m.eval_id for m in hashed}:
                 missed.append((name, alter))
             wrong += [(name, alter, m.eval_id) for m in found if m.eval_id != name]
@@ -173,9 +175,9 @@ def test_altered_tricolours_are_retrieved(index):
     assert missed == []
 
 
-@pytest.mark.xfail(strict=True, reason="known gap (bench/RESULTS.md): on the 16x16 grid a cropped circle and a "
-                                       "rounded square of one colour agree above the threshold")
 def test_cropped_circle_is_not_taken_for_a_square(index):
+    """On the 16x16 colour grid a cropped circle and a rounded square of one colour agree (0.93); their
+    edges on the finer grey grid do not (structure 0.49), and both scores must agree."""
     found = index.lookup(written(ALTER["crop10_offcentre"](EVAL["icon-circle"])))
     assert {m.eval_id for m in found} == {"icon-circle"}
 
@@ -207,3 +209,14 @@ def test_items_without_a_perceptual_hash_are_counted_with_the_reason(capsys, tmp
     err = capsys.readouterr().err
     assert "3 without a perceptual hash" in err and "'flat': 2" in err and "'tiny': 1" in err
     assert "unhashed flat.png: flat (64x64)" in err or "unhashed flat: flat (64x64)" in err
+
+
+def test_structure_threshold_is_saved_with_the_index_and_checked_on_the_command_line(tmp_path):
+    from dedup import build_index
+    from openwit.errors import InputError
+
+    idx, _ = EvalIndex.build([("hard", [EvalItem("photo0", png(EVAL["photo0"]))])], min_structure=0.7)
+    idx.save(str(tmp_path / "eval.idx"))
+    assert EvalIndex.load(str(tmp_path / "eval.idx")).min_structure == pytest.approx(0.7)
+    with pytest.raises(InputError, match="--min-structure"):
+        build_index.parse_args(["--eval-set", f"x={tmp_path}", "--output", "o.idx", "--min-structure", "2"])

@@ -55,7 +55,7 @@ def main() -> None:
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     old = old_strip_markup(args.old_commit)
-    print(f"| page of | " + " | ".join(f"new {s // 1000}k ms" for s in sizes)
+    print("| page of | " + " | ".join(f"new {s // 1000}k ms" for s in sizes)
           + f" | growth x{sizes[-1] // sizes[-2]} size | old {args.old_max_size // 1000}k ms | speed-up at "
           f"{args.old_max_size // 1000}k |")
     print("|---" * (len(sizes) + 4) + "|")

@@ -88,6 +88,19 @@ def read_merges(bpe_path):
     return merges
 
 
+
+def merge_pair(symbols: list[str], first: str, second: str) -> list[str]:
+    """`symbols` with every (non-overlapping, left to right) `first second` pair merged into one symbol."""
+    merged, i = [], 0
+    while i < len(symbols):
+        if i < len(symbols) - 1 and symbols[i] == first and symbols[i + 1] == second:
+            merged.append(first + second)
+            i += 2
+        else:
+            merged.append(symbols[i])
+            i += 1
+    return merged
+
 class Tokenizer:
     """BPE tokenizer: `encode(text) -> list[int]`, `tokenizer(texts) -> LongTensor [n, context_length]`."""
 
@@ -130,16 +143,7 @@ class Tokenizer:
                     best, best_rank = pair, rank
             if best is None:
                 break
-            first, second = best
-            merged, i = [], 0
-            while i < len(parts):
-                if i < len(parts) - 1 and parts[i] == first and parts[i + 1] == second:
-                    merged.append(first + second)
-                    i += 2
-                else:
-                    merged.append(parts[i])
-                    i += 1
-            parts = merged
+            parts = merge_pair(parts, *best)
         result = " ".join(parts)
         if len(self.cache) < 1_000_000:
             self.cache[word] = result

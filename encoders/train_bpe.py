@@ -11,7 +11,7 @@ import heapq
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from encoders.tokenizer import END_OF_WORD, SPECIAL_TOKENS, words
+from encoders.tokenizer import END_OF_WORD, SPECIAL_TOKENS, merge_pair, words
 from openwit.errors import InputError
 
 # 256 byte symbols + the same 256 ending a word + the 2 special tokens: the vocabulary before any merge.
@@ -44,14 +44,7 @@ def learn_merges(word_counts, num_merges):
             for old in zip(symbols, symbols[1:]):
                 pair_counts[old] -= freq
                 changed.add(old)
-            merged, i = [], 0
-            while i < len(symbols):
-                if i < len(symbols) - 1 and symbols[i] == first and symbols[i + 1] == second:
-                    merged.append(first + second)
-                    i += 2
-                else:
-                    merged.append(symbols[i])
-                    i += 1
+            merged = merge_pair(symbols, first, second)
             vocab[word_id] = merged
             for new in zip(merged, merged[1:]):
                 pair_counts[new] += freq

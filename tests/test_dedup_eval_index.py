@@ -16,24 +16,7 @@ from dedup.eval_sets import EvalItem, read_eval_set
 from dedup.overlap import OVERLAP_SCHEMA, overlap_rows, overlap_table
 from openwit.cli import main as openwit
 from openwit.errors import InputError
-
-
-def photo(seed: int, size=(320, 240)) -> Image.Image:
-    """A smooth picture with structure at several scales, different for every seed."""
-    rng = np.random.default_rng(seed)
-    w, h = size
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    arr = np.zeros((h, w, 3), np.float32)
-    for _ in range(12):
-        cx, cy, r = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(10, 120)
-        arr += rng.uniform(-120, 120, 3) * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * r * r))[..., None]
-    return Image.fromarray(np.clip(arr + 128, 0, 255).astype(np.uint8))
-
-
-def png(image: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, "PNG")
-    return buf.getvalue()
+from image_helpers import photo, png
 
 
 def jpeg(image: Image.Image, quality=40) -> Image.Image:

@@ -12,6 +12,7 @@ from dedup.eval_index import DEFAULT_MIN_SCORE, DEFAULT_MIN_STRUCTURE, EvalIndex
 from dedup.eval_sets import EvalItem
 from dedup.image_hashes import eval_variants, sample_hashes
 from pipeline.resize import ImageOptions, process_image
+from image_helpers import photo, png
 
 # Tricolours: pairs that share stripes and brightness order but not colours, like real flags.
 TRICOLOURS = [((0, 85, 164), (255, 255, 255), (239, 65, 53)), ((0, 146, 70), (255, 255, 255), (206, 43, 55)),
@@ -48,23 +49,6 @@ def icon(shape: str, colour) -> Image.Image:
                                                                                  width=18)),
      }[shape]()
     return im
-
-
-def photo(seed: int, size=(320, 240)) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    w, h = size
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    arr = np.zeros((h, w, 3), np.float32)
-    for _ in range(12):
-        cx, cy, r = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(10, 120)
-        arr += rng.uniform(-120, 120, 3) * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * r * r))[..., None]
-    return Image.fromarray(np.clip(arr + 128, 0, 255).astype(np.uint8))
-
-
-def png(im: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    im.save(buf, "PNG")
-    return buf.getvalue()
 
 
 def written(im: Image.Image, mode: str = "center_crop") -> Image.Image:

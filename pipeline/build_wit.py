@@ -20,6 +20,7 @@ if __name__ == "__main__":
     logging.getLogger().setLevel(logging.INFO)
     sys.exit(main())
 
+import gc
 import logging
 import sys
 
@@ -381,6 +382,7 @@ def run(argv: list[str] | None = None) -> BuildWitOptions:
     p = beam.Pipeline(options=o)
     with progress.local_progress(o.view_as(StandardOptions).runner, o.progress) as progress_dir:
         build_pipeline(p, o, progress_dir)
+        gc.freeze()  # Beam, the pipeline graph: alive until the end; see WriteShardFn.setup
         p.run().wait_until_finish()
     return o
 

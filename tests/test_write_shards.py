@@ -1,11 +1,15 @@
 """The shard step on its own: ordered streaming into the tar through a small window, and a sample whose
 processing hits an unexpected error costs that sample only."""
 
+import io
 import tarfile
 
+import imagehash
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image
 
+from image_helpers import photo, png
 from pipeline import fetch, resize, write_shards
 from pipeline.plan_shards import sample_key
 from pipeline.write_shards import ShardBuilder, ShardConfig
@@ -59,3 +63,17 @@ def test_unexpected_error_in_one_sample_is_counted_not_fatal(demo_site, demo_url
     assert summary["failed"].get(write_shards.INTERNAL_ERROR) == 1
     assert summary["successes"] == len(good) - 1
     assert write_shards.stage_of(write_shards.INTERNAL_ERROR) == "shard"
+
+
+def test_phash_of_written_reads_a_jpeg_at_quarter_scale_and_stays_close_to_imagehash():
+    image = photo(3, (256, 256))
+    as_png, as_jpeg = png(image), io.BytesIO()
+    image.save(as_jpeg, "JPEG", quality=95)
+    as_jpeg = as_jpeg.getvalue()
+    assert write_shards.phash_of_written(as_png) == str(imagehash.phash(Image.open(io.BytesIO(as_png))))
+    quarter = Image.open(io.BytesIO(as_jpeg))
+    quarter.draft("L", (64, 64))
+    assert quarter.size == (64, 64)  # libjpeg's scaled decode, luma only
+    assert write_shards.phash_of_written(as_jpeg) == str(imagehash.phash(quarter))
+    full = imagehash.phash(Image.open(io.BytesIO(as_jpeg)))
+    assert full - imagehash.hex_to_hash(write_shards.phash_of_written(as_jpeg)) <= 4

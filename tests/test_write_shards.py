@@ -77,3 +77,21 @@ def test_phash_of_written_reads_a_jpeg_at_quarter_scale_and_stays_close_to_image
     assert write_shards.phash_of_written(as_jpeg) == str(imagehash.phash(quarter))
     full = imagehash.phash(Image.open(io.BytesIO(as_jpeg)))
     assert full - imagehash.hex_to_hash(write_shards.phash_of_written(as_jpeg)) <= 4
+
+
+def test_tar_writer_writes_what_tarfile_writes(tmp_path):
+    members = [("a.jpg", b""), ("000000001.jpg", b"x" * 512), ("k" * 100, b"y" * 513), ("é.txt", "é".encode() * 999)]
+    expected = io.BytesIO()
+    with tarfile.open(fileobj=expected, mode="w|", format=tarfile.GNU_FORMAT) as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = len(data), 0, 0o444
+            tar.addfile(info, io.BytesIO(data))
+    written = io.BytesIO()
+    writer = write_shards.TarWriter(written)
+    for name, data in members:
+        writer.add(name, data)
+    writer.close()
+    assert written.getvalue() == expected.getvalue()
+    with pytest.raises(ValueError):
+        write_shards.tar_header("k" * 101, 1)

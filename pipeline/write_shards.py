@@ -37,8 +37,8 @@ EVAL_DUPLICATE = "eval_duplicate"
 INTERNAL_ERROR = "internal_error"  # a bug met while processing one sample: logged, counted, never fatal
 WINDOW_MIN = 256  # samples fetched ahead of the next one to write
 DECONTAMINATE_MODES = ("drop", "report")
-ERROR_DETAIL_MAX_CHARS = 500
-GC_YOUNG_THRESHOLD = 20_000  # container allocations between young collections in a shard worker (see setup)  # a server's error text can be anything; the parquet keeps its start
+ERROR_DETAIL_MAX_CHARS = 500  # a server's error text can be anything; the parquet keeps its start
+GC_YOUNG_THRESHOLD = 20_000  # container allocations between young collections in a shard worker (see setup)
 
 PARQUET_SCHEMA = pa.schema([
     ("key", pa.string()),

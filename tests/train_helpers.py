@@ -5,14 +5,13 @@ pipeline/write_shards.py writes it, the shard parquet with its `queries` column,
 import io
 import json
 import os
-import tarfile
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
-from pipeline.write_shards import PARQUET_SCHEMA, _tar_member
+from pipeline.write_shards import PARQUET_SCHEMA, TarWriter
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 30),
            "black": (10, 10, 10), "white": (245, 245, 245), "purple": (140, 30, 160), "orange": (250, 140, 20)}
@@ -44,7 +43,8 @@ def make_shards(folder, n_shards=4, per_shard=12, image_size=32, n_queries=6, co
     sizes = {}
     for shard in range(n_shards):
         rows = []
-        with tarfile.open(os.path.join(shards, f"{shard:05d}.tar"), "w", format=tarfile.GNU_FORMAT) as tar:
+        with open(os.path.join(shards, f"{shard:05d}.tar"), "wb") as f:
+            tar = TarWriter(f)
             for i in range(per_shard):
                 index = shard * per_shard + i
                 key = f"{shard:05d}{i:04d}"
@@ -54,11 +54,12 @@ def make_shards(folder, n_shards=4, per_shard=12, image_size=32, n_queries=6, co
                 queries = query_ids(index, n_queries)
                 meta = {"key": key, "caption": caption, "queries": queries}
                 for ext, payload in (("jpg", data), ("txt", caption.encode()), ("json", json.dumps(meta).encode())):
-                    _tar_member(tar, f"{key}.{ext}", payload)
+                    tar.add(f"{key}.{ext}", payload)
                 rows.append({"key": key, "url": f"http://x/{index}.jpg", "caption": caption, "status": "success",
                              "error_message": None, "width": image_size, "height": image_size,
                              "original_width": image_size, "original_height": image_size, "sha256": None,
                              "phash": None, "queries": queries, "page_url": "", "eval_matches": []})
+            tar.close()
         pq.write_table(pa.Table.from_pylist(rows, schema=PARQUET_SCHEMA), os.path.join(shards, f"{shard:05d}.parquet"))
         sizes[f"{shard:05d}.tar"] = per_shard
     for where in (folder, shards):

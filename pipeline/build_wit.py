@@ -383,7 +383,10 @@ def run(argv: list[str] | None = None) -> BuildWitOptions:
     with progress.local_progress(o.view_as(StandardOptions).runner, o.progress) as progress_dir:
         build_pipeline(p, o, progress_dir)
         gc.freeze()  # Beam, the pipeline graph: alive until the end; see WriteShardFn.setup
-        p.run().wait_until_finish()
+        try:
+            p.run().wait_until_finish()
+        finally:
+            gc.unfreeze()  # the graph is garbage now: let the rest of this process collect it
     return o
 
 

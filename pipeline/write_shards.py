@@ -337,7 +337,8 @@ class WriteShardFn(beam.DoFn):
         # (Python's default, every ~7 samples) finds little: every 20,000 cut the collector's time from ~0.7 to
         # ~0.25 s per 10,000 images (bench/RESULTS.md).
         gc.freeze()
-        gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+        self.gc_threshold = gc.get_threshold()
+        gc.set_threshold(GC_YOUNG_THRESHOLD, *self.gc_threshold[1:])
 
     def process(self, shard_and_candidates):
         shard, candidates = shard_and_candidates
@@ -350,3 +351,6 @@ class WriteShardFn(beam.DoFn):
 
     def teardown(self):
         self.builder.close()
+        # Back to normal for whatever else this process runs (a local build's report, `openwit experiment`, tests).
+        gc.set_threshold(*self.gc_threshold)
+        gc.unfreeze()

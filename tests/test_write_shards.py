@@ -1,6 +1,7 @@
 """The shard step on its own: ordered streaming into the tar through a small window, and a sample whose
 processing hits an unexpected error costs that sample only."""
 
+import gc
 import io
 import tarfile
 
@@ -95,3 +96,15 @@ def test_tar_writer_writes_what_tarfile_writes(tmp_path):
     assert written.getvalue() == expected.getvalue()
     with pytest.raises(ValueError):
         write_shards.tar_header("k" * 101, 1)
+
+
+def test_shard_dofn_tunes_the_collector_for_its_run_and_restores_it(tmp_path):
+    before = gc.get_threshold()
+    fn = write_shards.WriteShardFn(ShardConfig(output=str(tmp_path), image=resize.ImageOptions(),
+                                               fetch=fetch.FetchOptions()))
+    fn.setup()
+    try:
+        assert gc.get_threshold()[0] == write_shards.GC_YOUNG_THRESHOLD and gc.get_freeze_count() > 0
+    finally:
+        fn.teardown()
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0

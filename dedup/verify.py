@@ -48,6 +48,9 @@ METHOD = "align64+pixels+edges"  # name of the verification in overlap records
 # A region is tried when its aspect ratio is within this factor (log) of the sample's: a 10% crop off one
 # side, or resampling, changes it by less.
 ASPECT_TOLERANCE = 0.15
+# The gain a brightness and contrast change may apply, (0.8..1.2)^2 in the benchmark. Wider lets a flat colour
+# be fitted onto another: at a gain of 0.5, (31, 240, 54) green fits (99, 172, 99) within the tolerance.
+GAINS = (0.7, 1.45)
 PIXEL_TOLERANCE = 32.0  # largest colour difference (of 255, max over channels) of an agreeing pixel
 # A strong edge of the eval region: a grey step of at least this (of 255) to the next pixel; the sample
 # needs half of it (JPEG and resampling soften its steps) within 1 px.
@@ -334,12 +337,14 @@ def _agreeing(cells, fitted, tolerance):
     return count / (h * w)
 
 
-def agreement(cells: np.ndarray, region: np.ndarray) -> tuple[float, float]:
+def agreement(cells: np.ndarray, region: np.ndarray, tolerance: float = PIXEL_TOLERANCE) -> tuple[float, float]:
     """(pixels, edges) of a sample against the aligned eval region, both (h, w, 3) on the same cells.
 
     The gain and offset are fitted on the sample's unsaturated values (a brightened white background stays
-    255), refitted without the worst quarter (overlay text), and clamped to what a brightness/contrast change
-    gives; the fitted eval pixels are clipped as the sample's were.
+    255), refitted without the worst quarter (overlay text), and the gain clamped to GAINS; the fitted eval
+    pixels are clipped as the sample's were. An eval edge counts 1 when the sample has it in place, 1/2 when
+    1 px across (a sharp step falls between two thumbnail pixels), 0 otherwise: in place alone fails copies
+    whose stripe edge the thumbnail blurred over two pixels; 1 px alone passes dense letters of other words.
     """
     s, e = cells.reshape(-1, 3), region.reshape(-1, 3)
     use = np.all((s > 4) & (s < 251), axis=1)
@@ -350,17 +355,18 @@ def agreement(cells: np.ndarray, region: np.ndarray) -> tuple[float, float]:
         es, ss = e[use].ravel(), s[use].ravel()
         var = float(es.var())
         if var > 25.0:
-            a = float(np.clip(((es - es.mean()) * (ss - ss.mean())).mean() / var, 0.5, 2.0))
+            a = float(np.clip(((es - es.mean()) * (ss - ss.mean())).mean() / var, *GAINS))
         b = float(ss.mean() - a * es.mean())
         residual = np.abs(s - np.clip(a * e + b, 0, 255)).max(axis=1)
         use &= residual <= np.quantile(residual[use], 0.75)
     fitted = np.clip(a * region + b, 0, 255).astype(np.float32)
-    pixels = _agreeing(cells, fitted, PIXEL_TOLERANCE)
-    strong = _edges(fitted.mean(axis=2), EDGE_STEP)
+    pixels = _agreeing(cells, fitted, tolerance)
+    # The eval region's own edges: a low gain must not hide them (it would pass the test vacuously).
+    strong = _edges(region.mean(axis=2), EDGE_STEP)
     if strong.sum() < MIN_EDGE_PIXELS:
-        return pixels, 1.0, 1.0
-    found = _edges(cells.mean(axis=2), EDGE_STEP / 2)
-    return pixels, float(found[strong].mean()), float(_across(found)[strong].mean())
+        return pixels, 1.0
+    found = _edges(cells.mean(axis=2), a * EDGE_STEP / 2)
+    return pixels, float((found[strong].mean() + _across(found)[strong].mean()) / 2)
 
 
 def measure(sample: list, thumb: np.ndarray, aspect: float, min_colour: float) -> tuple[float, float, float]:
@@ -368,16 +374,16 @@ def measure(sample: list, thumb: np.ndarray, aspect: float, min_colour: float) -
     computed: most candidates stop at the cheap compiled alignment)."""
     colour, *found = align(sample, thumb, aspect)
     if colour < min_colour:
-        return colour, -1.0, -1.0, -1.0
+        return colour, -1.0, -1.0
     return (colour, *agreement(*refine(sample, thumb, *found)))
 
 
 def verify(sample: list, thumb: np.ndarray, aspect: float, min_colour: float, min_pixels: float,
            min_edges: float) -> tuple[bool, float]:
     """(accepted, score) of a candidate pair: accepted when its aligned colours correlate at min_colour or
-    more AND at least min_pixels of its pixels agree AND at least min_edges of the eval region's strong
-    edges are found. The score is the lower of the two shares (the colour score when it stopped there)."""
-    colour, pixels, _, edges = measure(sample, thumb, aspect, min_colour)
+    more AND at least min_pixels of its pixels agree AND its edge score (the eval region's strong edges found)
+    reaches min_edges. The score is the lower of the two shares (the colour score when it stopped there)."""
+    colour, pixels, edges = measure(sample, thumb, aspect, min_colour)
     if pixels < 0:
         return False, colour
     return pixels >= min_pixels and edges >= min_edges, min(pixels, edges)

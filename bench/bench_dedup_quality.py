@@ -332,10 +332,9 @@ def main(argv=None) -> int:
 
 # Columns: (pHash radius r, colour >= c, pixels >= p, edges >= e, pixels at TIGHT_TOLERANCE instead of 32).
 COLS = [(12, None, None, None, False), (12, 0.93, None, None, False), (12, 0.9, 0.9, None, False),
-        (12, 0.9, None, 0.75, False), (12, 0.9, 0.85, 0.7, False), (12, 0.9, 0.9, 0.75, False),
-        (12, 0.9, 0.9, 0.8, False), (12, 0.9, 0.85, 0.75, True), (12, 0.9, 0.9, 0.75, True),
-        (12, 0.85, 0.9, 0.75, False), (14, 0.9, 0.9, 0.75, False), (14, 0.85, 0.85, 0.75, True),
-        (16, 0.85, 0.9, 0.75, False)]
+        (12, 0.9, None, 0.8, False), (12, 0.9, 0.85, 0.75, False), (12, 0.9, 0.9, 0.8, False),
+        (12, 0.9, 0.9, 0.85, False), (12, 0.9, 0.85, 0.8, True), (12, 0.85, 0.9, 0.8, False),
+        (14, 0.9, 0.9, 0.8, False), (14, 0.85, 0.9, 0.8, False), (16, 0.85, 0.9, 0.8, False)]
 
 
 def _label(r, tc, tp, te, tight) -> str:

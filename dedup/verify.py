@@ -53,8 +53,9 @@ ASPECT_TOLERANCE = 0.15
 GAINS = (0.7, 1.45)
 PIXEL_TOLERANCE = 32.0  # largest colour difference (of 255, max over channels) of an agreeing pixel
 # A strong edge of the eval region: a grey step of at least this (of 255) to the next pixel; the sample
-# needs half of it (JPEG and resampling soften its steps) within 1 px.
-EDGE_STEP = 48.0
+# needs half of it (JPEG and resampling soften its steps). Small letters blurred into a 64 px thumbnail step
+# by 30-60: at 48 some banners had fewer than MIN_EDGE_PIXELS strong edges and passed the test vacuously.
+EDGE_STEP = 24.0
 REFINE_ROUNDS = 4  # rounds of moving each side of the aligned region by half a pixel
 MIN_EDGE_PIXELS = 8  # fewer strong edges than this: nothing for the edge test to contradict (it passes)
 

@@ -39,7 +39,7 @@ VERSION = 3  # 2: thumbnails and aspect ratios for verification; 3: 64 px thumbn
 DEFAULT_RADIUS = 12
 DEFAULT_MIN_COLOUR = 0.9
 DEFAULT_MIN_PIXELS = 0.9
-DEFAULT_MIN_EDGES = 0.7
+DEFAULT_MIN_EDGES = 0.8
 METHODS = ("sha256", "phash", "mirror_phash", "crop_phash", "caption_minhash")
 # How each method's matches are confirmed, recorded beside the method: pixel hashes need no second test,
 # caption matches are confirmed by exact Jaccard (their score is 1 - distance), image hashes by dedup/verify.

@@ -3,28 +3,29 @@
 pHash retrieval is recall-oriented: flat graphics (icons on white, flags, signs, text on a plain colour)
 share their low-frequency DCT signs, so an icon's pHash lands within a few bits of thousands of other
 icons. Each candidate pair is therefore checked on pixels before it counts as a match. The index keeps a
-THUMB_PIXELS RGB thumbnail of every eval image in its own aspect ratio (a 3:1 banner keeps 110 x 37 px, not
-a squashed 64 x 64, so its letters survive); the sample is reduced the same way, in up to three readings (letterbox bars trimmed, trimmed and shaved, as written; see sample_features).
+THUMB_PIXELS RGB thumbnail of every eval image in its own aspect ratio (a 400 x 120 banner keeps 116 x 35 px,
+not a squashed 64 x 64, so its letters survive); the sample is kept at SAMPLE_SIDE px in up to three readings
+(letterbox bars trimmed, trimmed and shaved, as written; see sample_features).
 
 1. Alignment. The sample is compared with every aligned region a copy can show of the eval image: the whole
    picture, crops keeping 95% and 90% of each side at a grid of anchors, the square centre of each (what a
    center-crop resize keeps), each also mirrored; only regions of the sample's aspect ratio. This coarse
-   search runs on SIDE x SIDE colour grids cut from a squashed COARSE px copy of the thumbnail (sparse taps, compiled):
-   the normalised cross-correlation, one mean removed from all channels, is the `colour` score, and a pair
-   below `min_colour` stops here (most candidates). The best region is then refined on the thumbnail's
-   own pixels by half-pixel shifts.
+   search runs on SIDE x SIDE colour grids cut from a squashed COARSE px copy of the thumbnail (sparse taps,
+   compiled): the normalised cross-correlation, one mean removed from all channels, is the `colour` score,
+   and a pair below `min_colour` stops here (most candidates). The best region is then refined on the
+   thumbnail's own pixels by moving each side by half pixels (`refine`).
 2. Decision, at the aligned region, on the thumbnail's pixels, between a copy and a look-alike. The sample is
    fitted as a * eval + b (one gain and offset for all channels: brightness and contrast changes cancel, a
    change of hue does not), then two shares must both be high:
    - `pixels`: the share of the sample's pixels whose colour is within PIXEL_TOLERANCE of the fitted eval
      pixel at the same place or a neighbouring one (1 px of misalignment and resampling blur tolerated).
      Overlay text and watermarks spoil a minority; France against Italy a third; an emoji in other colours
-     or a banner's words at another size or place far more;
-   - `edges`: the share of the eval region's strong edges (letters, outlines, corners) that the sample has
-     within 1 px: a chamfer-style recall. Other words on the same colour, a circle against a rounded square,
-     a drawing with other details lose their edges; a copy under overlay text keeps most of them.
-   A 32 px thumbnail could not tell these apart (the measured false positives of the former 16x16 colour
-   correlation + edge-correlation verifier: bench/RESULTS.md); 64 px keeps the letters and glyph outlines.
+     far more;
+   - `edges`: the share of the eval region's strong edges (letters, outlines, corners; by orientation and
+     sign) that the sample has, in place (1) or 1 px across (1/2): a chamfer-style recall. Other words on
+     the same colour, a circle against a rounded square, a drawing with other details lose their edges; a
+     copy under overlay text keeps most of them.
+   The former 16x16 colour correlation on a 32 px thumbnail could not tell these apart (bench/RESULTS.md).
 
 Thresholds come from the measured curves in bench/RESULTS.md ("Verification at 64 px").
 """

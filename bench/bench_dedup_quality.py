@@ -35,7 +35,8 @@ from openwit.hashing import stable_uniform  # noqa: E402
 from pipeline.resize import ImageOptions, process_image  # noqa: E402
 
 MAX_SIDE = 512
-STRUCTURE_GATE = 0.85  # the structure score is computed only for pairs whose colour score reaches this
+COLOUR_GATE = 0.8  # pixels and edges are computed only for pairs whose aligned colour score reaches this
+TIGHT_TOLERANCE = 24.0  # the pixel share is also measured at this colour tolerance (verify's default: 32)
 # Background images whose 16x16 colour grid is within this RMS (of 255 levels) of an eval item's, as is or
 # mirrored, are copies inside the pool itself (duplicate glyphs in the icon themes): not unrelated images.
 SELF_DUPLICATE_RMS = 6.0
@@ -202,8 +203,13 @@ def main(argv=None) -> int:
     ap.add_argument("--eval-items", type=int, default=10000)
     ap.add_argument("--recall-items", type=int, default=40, help="eval items per kind queried per family")
     ap.add_argument("--background", type=int, default=400, help="unrelated images per kind")
-    ap.add_argument("--max-radius", type=int, default=14)
+    ap.add_argument("--max-radius", type=int, default=16)
+    ap.add_argument("--out", default="bench/work/dedup_quality.npy", help="raw scores, for --recut")
+    ap.add_argument("--recut", help="print the tables of a saved run (at COLS) instead of running")
     args = ap.parse_args(argv)
+    if args.recut:
+        recut(args.recut, COLS)
+        return 0
     t0 = time.time()
 
     root = args.photos
@@ -256,20 +262,22 @@ def main(argv=None) -> int:
     codes, items = np.array(codes, dtype=np.uint64), np.array(items)
     print(f"index: {len(codes)} codes, {time.time() - t0:.0f}s", file=sys.stderr)
 
-    score_time, structure_time = [], []
+    align_time, decide_time = [], []
 
-    def scored(q: Query, cands: dict[int, int]) -> list[tuple[int, int, float]]:
+    def scored(q: Query, cands: dict[int, int]) -> list[tuple]:
         out = []
         for item, d in cands.items():
             t = time.perf_counter()
-            s = verify.score(q.features, thumbs[item], aspects[item])
-            score_time.append(time.perf_counter() - t)
-            g = -1.0
-            if s >= STRUCTURE_GATE:
+            colour, *found = verify.align(q.features, thumbs[item], aspects[item])
+            align_time.append(time.perf_counter() - t)
+            shares = (-1.0, -1.0, -1.0)
+            if colour >= COLOUR_GATE:
                 t = time.perf_counter()
-                g = verify.structure(q.features, thumbs[item], aspects[item])
-                structure_time.append(time.perf_counter() - t)
-            out.append((item, d, s, g))
+                pair = verify.refine(q.features, thumbs[item], *found)
+                pixels, edges = verify.agreement(*pair)
+                decide_time.append(time.perf_counter() - t)
+                shares = (verify.agreement(*pair, TIGHT_TOLERANCE)[0], pixels, edges)
+            out.append((item, d, colour, *shares))
         return out
 
     # Recall: per family, eval items of each kind transformed, written, looked up.
@@ -285,15 +293,16 @@ def main(argv=None) -> int:
                     im = as_written(transform(evals[i][2], family, f"{evals[i][1]}/{family}"), mode)
                     q = Query(im)
                     d = candidates(q, codes[items == i], items[items == i], n, 64).get(i, 65)
-                    s = verify.score(q.features, thumbs[i], aspects[i])
-                    g = verify.structure(q.features, thumbs[i], aspects[i])
-                    true_pairs[(family, mode, kind)].append((d, s, g))
+                    colour, *found = verify.align(q.features, thumbs[i], aspects[i])
+                    pair = verify.refine(q.features, thumbs[i], *found)
+                    true_pairs[(family, mode, kind)].append(
+                        (d, colour, verify.agreement(*pair, TIGHT_TOLERANCE)[0], *verify.agreement(*pair)))
     print(f"recall queries done, {time.time() - t0:.0f}s", file=sys.stderr)
 
     # False positives: every unrelated image against the whole eval set (photo patches only against
     # photos they were not cut from).
     def grid(im):
-        return verify.thumbnail(im).astype(np.float32).reshape(16, 2, 16, 2, 3).mean(axis=(1, 3))
+        return np.asarray(im.resize((16, 16), Image.Resampling.BOX), np.float32)
 
     eval_grids = np.stack([grid(im) for _, _, im in evals])
     eval_flat = np.concatenate([eval_grids, eval_grids[:, :, ::-1]]).reshape(2 * n, -1)
@@ -309,65 +318,76 @@ def main(argv=None) -> int:
             if kind == "photo_patch":
                 cands = {i: d for i, d in cands.items() if evals[i][1] not in held_out}
             fp[kind].append(scored(q, cands))
-    print(f"background queries done, {time.time() - t0:.0f}s; verification "
-          f"{1e3 * np.median(score_time):.2f} ms median per candidate; structure {1e3 * np.median(structure_time):.2f} "
-          f"ms median on {len(structure_time)} of {len(score_time)} candidates; self-duplicates "
+    print(f"background queries done, {time.time() - t0:.0f}s; alignment "
+          f"{1e3 * np.median(align_time):.2f} ms median per candidate (mean {1e3 * np.mean(align_time):.2f}); "
+          f"decision {1e3 * np.median(decide_time):.2f} ms median (mean {1e3 * np.mean(decide_time):.2f}) on "
+          f"{len(decide_time)} of {len(align_time)} candidates; self-duplicates "
           f"{ {k: sum(v) for k, v in self_dups.items()} }", file=sys.stderr)
-    np.save("bench/work/dedup_quality.npy", {"true": dict(true_pairs), "fp": dict(fp), "self_dups": dict(self_dups),
+    np.save(args.out, {"true": dict(true_pairs), "fp": dict(fp), "self_dups": dict(self_dups),
                                              "kinds": [e[0] for e in evals], "names": [e[1] for e in evals]},
             allow_pickle=True)  # for re-cutting thresholds without re-running
     report(true_pairs, fp, self_dups, n)
     return 0
 
 
-COLS = [(12, None, None), (12, 0.93, None), (12, 0.9, 0.5), (12, 0.9, 0.55), (12, 0.9, 0.6), (12, 0.93, 0.5),
-        (12, 0.93, 0.55), (12, 0.93, 0.6), (12, 0.93, 0.7), (14, 0.93, None), (14, 0.9, 0.55), (14, 0.93, 0.55), (14, 0.93, 0.6)]
+# Columns: (pHash radius r, colour >= c, pixels >= p, edges >= e, pixels at TIGHT_TOLERANCE instead of 32).
+COLS = [(12, None, None, None, False), (12, 0.93, None, None, False), (12, 0.9, 0.9, None, False),
+        (12, 0.9, None, 0.8, False), (12, 0.9, 0.85, 0.75, False), (12, 0.9, 0.9, 0.8, False),
+        (12, 0.9, 0.9, 0.85, False), (12, 0.9, 0.85, 0.8, True), (12, 0.85, 0.9, 0.8, False),
+        (14, 0.9, 0.9, 0.8, False), (14, 0.85, 0.9, 0.8, False), (16, 0.85, 0.9, 0.8, False)]
 
 
-def _label(r, tc, ts) -> str:
-    return f"r{r}" + ("" if tc is None else f" c{tc}") + ("" if ts is None else f" g{ts}")
+def _label(r, tc, tp, te, tight) -> str:
+    return (f"r{r}" + ("" if tc is None else f" c{tc}") + ("" if tp is None else f" p{tp}" + ("t" if tight else ""))
+            + ("" if te is None else f" e{te}"))
 
 
-def _ok(d, s, g, r, tc, ts) -> bool:
-    return d <= r and (tc is None or s >= tc) and (ts is None or g >= ts)
+def _ok(d, colour, pixels_tight, pixels, edges, r, tc, tp, te, tight) -> bool:
+    return (d <= r and (tc is None or colour >= tc) and (tp is None or (pixels_tight if tight else pixels) >= tp)
+            and (te is None or edges >= te))
 
 
-def report(true_pairs, fp, self_dups, n: int):
-    """Recall and false positives at retrieval radius r, colour score >= c and structure score >= g."""
-    head = " | ".join(_label(*c) for c in COLS)
+def report(true_pairs, fp, self_dups, n: int, cols=COLS):
+    """Recall and false positives at retrieval radius r and the verification thresholds of each column."""
+    head = " | ".join(_label(*c) for c in cols)
     print("\n### Recall by family (all kinds pooled)")
-    print(f"| family | {head} |\n" + "|---" * (len(COLS) + 1) + "|")
+    print(f"| family | {head} |\n" + "|---" * (len(cols) + 1) + "|")
     fams = sorted({f for f, _, _ in true_pairs}, key=FAMILIES.index)
     for fam in fams:
         pairs = [p for (f, _, _), v in true_pairs.items() if f == fam for p in v]
-        print(f"| {fam} | " + " | ".join(f"{np.mean([_ok(*p, *c) for p in pairs]):.3f}" for c in COLS) + " |")
+        print(f"| {fam} | " + " | ".join(f"{np.mean([_ok(*p, *c) for p in pairs]):.3f}" for c in cols) + " |")
     print("\n### Recall by kind of eval image (all families)")
     for kind in sorted({k for _, _, k in true_pairs}):
         pairs = [p for (_, _, k), v in true_pairs.items() if k == kind for p in v]
-        print(f"| {kind} | " + " | ".join(f"{np.mean([_ok(*p, *c) for p in pairs]):.3f}" for c in COLS) + " |")
+        print(f"| {kind} | " + " | ".join(f"{np.mean([_ok(*p, *c) for p in pairs]):.3f}" for c in cols) + " |")
     for size in sorted({min(1000, n), n}):
         print(f"\n### False-positive rate per unrelated image, eval set of {size} items "
               "(self-duplicates of the pool left out; last row: with them)")
-        print(f"| background | queries | {head} |\n" + "|---" * (len(COLS) + 2) + "|")
-        total, with_dups = defaultdict(list), defaultdict(list)
+        print(f"| background | queries | {head} |\n" + "|---" * (len(cols) + 2) + "|")
+        total, with_dups, plain = defaultdict(list), defaultdict(list), defaultdict(list)
         for kind, queries in fp.items():
             row = []
-            for c in COLS:
-                hits = [any(i < size and _ok(d, s, g, *c) for i, d, s, g in q) for q in queries]
+            for c in cols:
+                hits = [any(i < size and _ok(*pair, *c) for i, *pair in q) for q in queries]
                 distinct = [h for h, dup in zip(hits, self_dups[kind]) if not dup]
                 row.append(np.mean(distinct))
                 total[c] += distinct
                 with_dups[c] += hits
-            print(f"| {kind} | {len(row and distinct)} | " + " | ".join(f"{x:.4f}" for x in row) + " |")
-        print(f"| all distinct | {len(total[COLS[0]])} | " + " | ".join(f"{np.mean(total[c]):.4f}" for c in COLS)
+                if kind != "icon_template":
+                    plain[c] += distinct
+            print(f"| {kind} | {len(distinct)} | " + " | ".join(f"{x:.4f}" for x in row) + " |")
+        print(f"| all distinct | {len(total[cols[0]])} | " + " | ".join(f"{np.mean(total[c]):.4f}" for c in cols)
               + " |")
-        plain = {c: [h for k, queries in fp.items() if k != "icon_template"
-                     for h, dup in zip([any(i < size and _ok(d, s, g, *c) for i, d, s, g in q) for q in queries],
-                                       self_dups[k]) if not dup] for c in COLS}
-        print(f"| **all distinct, template families apart** | {len(plain[COLS[0]])} | "
-              + " | ".join(f"{np.mean(plain[c]):.4f}" for c in COLS) + " |")
-        print(f"| all, with self-duplicates | {len(with_dups[COLS[0]])} | "
-              + " | ".join(f"{np.mean(with_dups[c]):.4f}" for c in COLS) + " |")
+        print(f"| **all distinct, template families apart** | {len(plain[cols[0]])} | "
+              + " | ".join(f"{np.mean(plain[c]):.4f}" for c in cols) + " |")
+        print(f"| all, with self-duplicates | {len(with_dups[cols[0]])} | "
+              + " | ".join(f"{np.mean(with_dups[c]):.4f}" for c in cols) + " |")
+
+
+def recut(path: str, cols) -> None:
+    """The tables again from a saved run, at other thresholds."""
+    saved = np.load(path, allow_pickle=True).item()
+    report(saved["true"], saved["fp"], saved["self_dups"], len(saved["kinds"]), cols)
 
 
 if __name__ == "__main__":

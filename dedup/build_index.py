@@ -13,7 +13,7 @@ import argparse
 import sys
 
 from dedup import caption_index
-from dedup.eval_index import DEFAULT_MIN_SCORE, DEFAULT_MIN_STRUCTURE, DEFAULT_RADIUS, EvalIndex
+from dedup.eval_index import DEFAULT_MIN_COLOUR, DEFAULT_MIN_EDGES, DEFAULT_MIN_PIXELS, DEFAULT_RADIUS, EvalIndex
 from dedup.eval_sets import parse_eval_set_arg, read_eval_set
 from openwit.errors import InputError, parse_command_line
 
@@ -26,22 +26,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--radius", type=int, default=DEFAULT_RADIUS,
                     help="largest pHash Hamming distance retrieved as a candidate, which is then verified "
                          f"(default {DEFAULT_RADIUS})")
-    ap.add_argument("--min-score", type=float, default=DEFAULT_MIN_SCORE,
-                    help="smallest pixel-verification score (-1..1) for a candidate to count as overlap "
-                         f"(default {DEFAULT_MIN_SCORE})")
-    ap.add_argument("--min-structure", type=float, default=DEFAULT_MIN_STRUCTURE,
-                    help="smallest edge-structure score (-1..1) a candidate whose colours agree must also reach "
-                         f"(default {DEFAULT_MIN_STRUCTURE})")
+    ap.add_argument("--min-colour", type=float, default=DEFAULT_MIN_COLOUR,
+                    help="smallest colour correlation (-1..1) of a candidate with its best-aligned region of the "
+                         f"eval image (default {DEFAULT_MIN_COLOUR})")
+    ap.add_argument("--min-pixels", type=float, default=DEFAULT_MIN_PIXELS,
+                    help="smallest share (0..1) of the candidate's pixels that must agree with the aligned eval "
+                         f"image, after one gain and offset (default {DEFAULT_MIN_PIXELS})")
+    ap.add_argument("--min-edges", type=float, default=DEFAULT_MIN_EDGES,
+                    help="smallest share (0..1) of the aligned eval image's strong edges the candidate must have "
+                         f"(default {DEFAULT_MIN_EDGES})")
     ap.add_argument("--caption-max-distance", type=float, default=caption_index.DEFAULT_MAX_DISTANCE,
                     help="largest 1-Jaccard caption distance reported as overlap "
                          f"(default {caption_index.DEFAULT_MAX_DISTANCE})")
     args = parse_command_line(ap, argv)
     if not 0 <= args.radius <= 32:
         raise InputError(f"--radius {args.radius}: give a Hamming distance between 0 and 32")
-    if not -1.0 <= args.min_structure <= 1.0:
-        raise InputError(f"--min-structure {args.min_structure}: give a score between -1 and 1")
-    if not -1.0 <= args.min_score <= 1.0:
-        raise InputError(f"--min-score {args.min_score}: give a score between -1 and 1")
+    if not -1.0 <= args.min_colour <= 1.0:
+        raise InputError(f"--min-colour {args.min_colour}: give a correlation between -1 and 1")
+    for option, value in (("--min-pixels", args.min_pixels), ("--min-edges", args.min_edges)):
+        if not 0.0 <= value <= 1.0:
+            raise InputError(f"{option} {value}: give a share between 0 and 1")
     if not 0.0 <= args.caption_max_distance < 1.0:
         raise InputError(f"--caption-max-distance {args.caption_max_distance}: give a value in [0, 1)")
     return args
@@ -52,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     named = [parse_eval_set_arg(v) for v in args.eval_set]
     index, report = EvalIndex.build(((name, read_eval_set(path)) for name, path in named),
                                     radius=args.radius, caption_max_distance=args.caption_max_distance,
-                                    min_score=args.min_score, min_structure=args.min_structure)
+                                    min_colour=args.min_colour, min_pixels=args.min_pixels,
+                                    min_edges=args.min_edges)
     for name, path in named:
         rejected = sum(report.rejected[name].values())
         if report.items[name] == 0:

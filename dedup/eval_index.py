@@ -3,18 +3,24 @@
 A sample overlaps an eval item when
 - its decoded pixels are byte-identical ("sha256", distance 0);
 - its pHash is within `radius` bits of the pHash of the eval image or of a stored variant ("phash",
-  "mirror_phash", "crop_phash"; see dedup/image_hashes.py) AND the pair passes verification on pixels: the
-  sample against every aligned crop/flip of the eval image's stored thumbnail scores at least `min_score`
-  (dedup/verify.py). The hash only retrieves candidates; flat graphics collide there by the thousand;
+  "mirror_phash", "crop_phash"; see dedup/image_hashes.py) AND the pair passes verification on pixels
+  (dedup/verify.py): aligned on the eval image's stored 64 px thumbnail, its colours correlate at
+  `min_colour` or more, at least `min_pixels` of its pixels agree and `min_edges` of the region's strong
+  edges are found. The hash only retrieves candidates; flat graphics collide there by the thousand;
 - its caption is within `caption_max_distance` (1 - Jaccard of word bigrams) of one of the item's
   captions ("caption_minhash"; see dedup/caption_index.py).
 
 Built by `openwit eval-index` (dedup/build_index.py). The file is a NumPy .npz (no pickle, so loading an
 index from someone else cannot run code) written through Beam's filesystems, so it may live on gs:// etc.
+It is stored uncompressed, so on a local disk the thumbnails (12 KiB per item: 1.2 GB for 100k items) are
+memory-mapped, not read: a lookup touches only its candidates' pages.
 """
 
 import io
 import json
+import os
+import struct
+import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -27,12 +33,13 @@ from dedup.hamming_index import HammingIndex
 from openwit.errors import InputError
 
 FORMAT = "openwit-eval-index"
-VERSION = 2  # 2: thumbnails and aspect ratios for verification
-# Largest pHash distance retrieved as a candidate, and smallest verification score accepted; chosen from
-# the measured recall / false-positive curves in bench/RESULTS.md ("Retrieve, then verify").
+VERSION = 3  # 2: thumbnails and aspect ratios for verification; 3: 64 px thumbnails in their aspect ratio
+# Largest pHash distance retrieved as a candidate, and the verification's thresholds (dedup/verify.py);
+# chosen from the measured recall / false-positive curves in bench/RESULTS.md ("Verification at 64 px").
 DEFAULT_RADIUS = 12
-DEFAULT_MIN_SCORE = 0.93
-DEFAULT_MIN_STRUCTURE = 0.55  # the second, independent score (dedup/verify.structure); bench/RESULTS.md
+DEFAULT_MIN_COLOUR = 0.9
+DEFAULT_MIN_PIXELS = 0.9
+DEFAULT_MIN_EDGES = 0.8
 METHODS = ("sha256", "phash", "mirror_phash", "crop_phash", "caption_minhash")
 # How each method's matches are confirmed, recorded beside the method: pixel hashes need no second test,
 # caption matches are confirmed by exact Jaccard (their score is 1 - distance), image hashes by dedup/verify.
@@ -48,7 +55,7 @@ class OverlapMatch:
     method: str  # one of METHODS
     distance: float  # Hamming distance (hashes) or 1-Jaccard (captions); 0 for exact
     verification: str = ""  # how the candidate was confirmed: verify.METHOD or VERIFICATION[method]
-    score: float = 1.0  # its score: verify.score for hashes, 1 - distance for captions, 1 for sha256
+    score: float = 1.0  # its score: verify.verify's for hashes, 1 - distance for captions, 1 for sha256
 
 
 @dataclass
@@ -68,9 +75,11 @@ class BuildReport:
 class EvalIndex:
     def __init__(self, eval_sets: list[str], item_set: np.ndarray, item_ids: list[str], item_sha: np.ndarray,
                  codes: np.ndarray, code_item: np.ndarray, code_method: np.ndarray,
-                 captions: list[str], caption_item: np.ndarray, thumbs: np.ndarray, aspects: np.ndarray,
-                 radius: int = DEFAULT_RADIUS, caption_max_distance: float = caption_index.DEFAULT_MAX_DISTANCE,
-                 min_score: float = DEFAULT_MIN_SCORE, min_structure: float = DEFAULT_MIN_STRUCTURE):
+                 captions: list[str], caption_item: np.ndarray, thumbs: np.ndarray, thumb_shapes: np.ndarray,
+                 aspects: np.ndarray, radius: int = DEFAULT_RADIUS,
+                 caption_max_distance: float = caption_index.DEFAULT_MAX_DISTANCE,
+                 min_colour: float = DEFAULT_MIN_COLOUR, min_pixels: float = DEFAULT_MIN_PIXELS,
+                 min_edges: float = DEFAULT_MIN_EDGES):
         self.eval_sets = list(eval_sets)
         self.item_set = np.asarray(item_set, dtype=np.int32)
         self.item_ids = list(item_ids)
@@ -80,12 +89,16 @@ class EvalIndex:
         self.code_method = np.asarray(code_method, dtype=np.uint8)
         self.captions = list(captions)
         self.caption_item = np.asarray(caption_item, dtype=np.int32)
-        self.thumbs = np.asarray(thumbs, dtype=np.uint8).reshape(-1, verify.THUMB, verify.THUMB, 3)
+        # (items, THUMB_PIXELS * 3) uint8, item i's thumbnail in its first h*w*3 bytes (h, w = thumb_shapes[i]);
+        # possibly a read-only memory map.
+        self.thumbs = np.asanyarray(thumbs, dtype=np.uint8)
+        self.thumb_shapes = np.asarray(thumb_shapes, dtype=np.int32).reshape(-1, 2)
         self.aspects = np.asarray(aspects, dtype=np.float32)
         self.radius = int(radius)
         self.caption_max_distance = float(caption_max_distance)
-        self.min_score = float(min_score)
-        self.min_structure = float(min_structure)
+        self.min_colour = float(min_colour)
+        self.min_pixels = float(min_pixels)
+        self.min_edges = float(min_edges)
         self._build_lookups()
 
     def _build_lookups(self) -> None:
@@ -99,16 +112,20 @@ class EvalIndex:
     def __len__(self) -> int:
         return len(self.item_ids)
 
+    def thumbnail(self, item: int) -> np.ndarray:
+        h, w = self.thumb_shapes[item]
+        return np.asarray(self.thumbs[item, :h * w * 3]).reshape(h, w, 3)
+
     # ---- building -------------------------------------------------------------------------------------
 
     @classmethod
     def build(cls, eval_sets: Iterable[tuple[str, Iterable[EvalItem]]], radius: int = DEFAULT_RADIUS,
               caption_max_distance: float = caption_index.DEFAULT_MAX_DISTANCE,
-              min_score: float = DEFAULT_MIN_SCORE,
-              min_structure: float = DEFAULT_MIN_STRUCTURE) -> tuple["EvalIndex", BuildReport]:
+              min_colour: float = DEFAULT_MIN_COLOUR, min_pixels: float = DEFAULT_MIN_PIXELS,
+              min_edges: float = DEFAULT_MIN_EDGES) -> tuple["EvalIndex", BuildReport]:
         """Hash every item of every (name, items) eval set; unreadable items are counted, not fatal, and
         items with no perceptual hash are counted apart (they still match by exact pixels and captions)."""
-        names, item_set, item_ids, item_sha, thumbs, aspects = [], [], [], [], [], []
+        names, item_set, item_ids, item_sha, thumbs, shapes, aspects = [], [], [], [], [], [], []
         codes, code_item, code_method, captions, caption_item = [], [], [], [], []
         report = BuildReport()
         for name, items in eval_sets:
@@ -135,7 +152,9 @@ class EvalIndex:
                 item_set.append(set_no)
                 item_ids.append(item.eval_id)
                 item_sha.append(np.frombuffer(image_hashes.pixel_sha256(image), dtype=np.uint8))
-                thumbs.append(verify.thumbnail(image))
+                thumb = verify.thumbnail(image)
+                thumbs.append(np.pad(thumb.ravel(), (0, verify.THUMB_PIXELS * 3 - thumb.size)))
+                shapes.append(thumb.shape[:2])
                 aspects.append(image.width / image.height)
                 variants = [] if min(image.size) < MIN_HASH_SIDE else image_hashes.eval_variants(image)
                 if not variants:
@@ -157,8 +176,9 @@ class EvalIndex:
                     np.array(item_sha, dtype=np.uint8).reshape(-1, 32), np.array(codes, dtype=np.uint64),
                     np.array(code_item, dtype=np.int32), np.array(code_method, dtype=np.uint8),
                     captions, np.array(caption_item, dtype=np.int32),
-                    np.array(thumbs, dtype=np.uint8).reshape(-1, verify.THUMB, verify.THUMB, 3),
-                    np.array(aspects, dtype=np.float32), radius, caption_max_distance, min_score, min_structure)
+                    np.array(thumbs, dtype=np.uint8).reshape(-1, verify.THUMB_PIXELS * 3),
+                    np.array(shapes, dtype=np.int32).reshape(-1, 2), np.array(aspects, dtype=np.float32),
+                    radius, caption_max_distance, min_colour, min_pixels, min_edges)
         return index, report
 
     # ---- file -----------------------------------------------------------------------------------------
@@ -166,8 +186,8 @@ class EvalIndex:
     def save(self, path: str) -> None:
         from apache_beam.io.filesystems import FileSystems
 
-        meta = {"format": FORMAT, "version": VERSION, "radius": self.radius, "min_score": self.min_score,
-                "min_structure": self.min_structure,
+        meta = {"format": FORMAT, "version": VERSION, "radius": self.radius, "min_colour": self.min_colour,
+                "min_pixels": self.min_pixels, "min_edges": self.min_edges,
                 "caption_max_distance": self.caption_max_distance, "eval_sets": self.eval_sets,
                 "methods": list(METHODS)}
         buf = io.BytesIO()
@@ -175,7 +195,7 @@ class EvalIndex:
                  item_ids=np.array(self.item_ids, dtype=np.str_), item_sha=self.item_sha, codes=self.codes,
                  code_item=self.code_item, code_method=self.code_method,
                  captions=np.array(self.captions, dtype=np.str_), caption_item=self.caption_item,
-                 thumbs=self.thumbs, aspects=self.aspects)
+                 thumbs=self.thumbs, thumb_shapes=self.thumb_shapes, aspects=self.aspects)
         try:
             with FileSystems.create(path) as f:
                 f.write(buf.getvalue())
@@ -186,29 +206,40 @@ class EvalIndex:
     def load(cls, path: str) -> "EvalIndex":
         from apache_beam.io.filesystems import FileSystems
 
+        local = "://" not in path and os.path.isfile(path)
         try:
-            with FileSystems.open(path, compression_type="uncompressed") as f:
-                data = f.read()
+            if local:
+                source = path
+            else:
+                with FileSystems.open(path, compression_type="uncompressed") as f:
+                    source = io.BytesIO(f.read())
         except Exception as e:
             raise InputError(f"cannot read eval index {path!r}: {e}. Build one with `openwit eval-index`.") from e
         try:
-            arrays = np.load(io.BytesIO(data), allow_pickle=False)
+            arrays = np.load(source, allow_pickle=False)
             meta = json.loads(str(arrays["meta"]))
             if meta.get("format") != FORMAT:
                 raise ValueError("not an OpenWIT eval index")
-            if meta.get("version") != VERSION:
-                raise ValueError(f"index format version {meta.get('version')}, this OpenWIT reads {VERSION} "
-                                 "(version 2 added the thumbnails that verify candidates)")
+        except Exception as e:
+            raise InputError(f"{path!r} is not a readable eval index ({type(e).__name__}: {e}); "
+                             "rebuild it with `openwit eval-index`") from e
+        if meta.get("version") != VERSION:
+            raise InputError(f"{path!r} is an eval index of format version {meta.get('version')}; this OpenWIT "
+                             f"reads version {VERSION} (64 px thumbnails that verify candidates). Re-run "
+                             "`openwit eval-index` on your eval sets to rebuild it.")
+        try:
             methods = meta["methods"]
             # Method codes are positions in the list saved with the file, so reordering METHODS later
             # cannot silently relabel an old index.
             code_method = np.array([METHODS.index(m) for m in methods], dtype=np.uint8)[arrays["code_method"]]
-            return cls(meta["eval_sets"], arrays["item_set"], arrays["item_ids"].tolist(), arrays["item_sha"],
+            thumbs = _memory_map(path, "thumbs") if local else None
+            index = cls(meta["eval_sets"], arrays["item_set"], arrays["item_ids"].tolist(), arrays["item_sha"],
                        arrays["codes"], arrays["code_item"], code_method, arrays["captions"].tolist(),
-                       arrays["caption_item"], arrays["thumbs"], arrays["aspects"], meta["radius"],
-                       meta["caption_max_distance"], meta["min_score"],
-                       # Indexes written before the structure score verify with today's default.
-                       meta.get("min_structure", DEFAULT_MIN_STRUCTURE))
+                       arrays["caption_item"], arrays["thumbs"] if thumbs is None else thumbs,
+                       arrays["thumb_shapes"], arrays["aspects"], meta["radius"], meta["caption_max_distance"],
+                       meta["min_colour"], meta["min_pixels"], meta["min_edges"])
+            arrays.close()
+            return index
         except Exception as e:
             raise InputError(f"{path!r} is not a readable eval index ({type(e).__name__}: {e}); "
                              "rebuild it with `openwit eval-index`") from e
@@ -247,8 +278,9 @@ class EvalIndex:
                 if (sample, item) not in scores:
                     if sample not in features:
                         features[sample] = verify.sample_features(images[sample])
-                    scores[sample, item] = verify.verify(features[sample], self.thumbs[item], self.aspects[item],
-                                                         self.min_score, self.min_structure)
+                    scores[sample, item] = verify.verify(features[sample], self.thumbnail(item),
+                                                         self.aspects[item], self.min_colour, self.min_pixels,
+                                                         self.min_edges)
                 accepted, pair_score = scores[sample, item]
                 if accepted:
                     add(sample, item, METHODS[self.code_method[code_id]], float(d), verify.METHOD, pair_score)
@@ -261,3 +293,26 @@ class EvalIndex:
                         for (item, method), found_as in found.items()),
                        key=lambda m: (m.eval_set, m.eval_id, m.method))
                 for found in best]
+
+
+def _memory_map(path: str, name: str) -> np.memmap | None:
+    """Array `name` of the .npz at local `path`, memory-mapped read-only (None when it is compressed).
+
+    np.load cannot map a member of an .npz; np.savez stores members uncompressed, so the member's .npy
+    bytes lie whole in the file, after its zip local header and its .npy header.
+    """
+    with zipfile.ZipFile(path) as z:
+        info = z.getinfo(name + ".npy")
+    if info.compress_type != zipfile.ZIP_STORED:
+        return None
+    with open(path, "rb") as f:
+        f.seek(info.header_offset)
+        header = f.read(30)
+        name_length, extra_length = struct.unpack("<HH", header[26:30])
+        f.seek(info.header_offset + 30 + name_length + extra_length)
+        version = np.lib.format.read_magic(f)
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        shape, fortran, dtype = read_header(f)
+        offset = f.tell()
+    return np.memmap(path, dtype=dtype, mode="r", shape=shape, offset=offset, order="F" if fortran else "C")

@@ -2,29 +2,32 @@
 
 pHash retrieval is recall-oriented: flat graphics (icons on white, flags, signs, text on a plain colour)
 share their low-frequency DCT signs, so an icon's pHash lands within a few bits of thousands of other
-icons. Each candidate pair is therefore checked on pixels before it counts as a match:
+icons. Each candidate pair is therefore checked on pixels before it counts as a match. The index keeps a
+THUMB_PIXELS RGB thumbnail of every eval image in its own aspect ratio (a 400 x 120 banner keeps 116 x 35 px,
+not a squashed 64 x 64, so its letters survive); the sample is kept at SAMPLE_SIDE px in up to three readings
+(letterbox bars trimmed, trimmed and shaved, as written; see sample_features).
 
-- the index keeps a small RGB thumbnail of every eval image (THUMB x THUMB, its aspect ratio beside it);
-- the sample is reduced the same way, in up to three readings (letterbox bars trimmed, trimmed and shaved,
-  as written; see sample_features);
-- the sample is compared with every aligned region a copy can show of the eval image: the whole picture,
-  crops keeping 95% and 90% of each side at a grid of anchors, the square centre of each (what a
-  center-crop resize keeps), each also mirrored; only regions of the sample's aspect ratio. Regions are
-  cut from the thumbnail by area averaging (sparse taps, compiled: ~0.4 ms per candidate on a quiet core);
-- the score is the normalised cross-correlation of the two SIDE x SIDE colour grids at the best region,
-  with one mean removed from all channels: brightness (a gain) and PIL-style contrast (a blend toward the
-  mean) cancel, while the colours themselves still count, so a red banner does not match the same words on
-  blue, nor most tricolours another (not France and Italy: 0.955). Measured against a per-channel mean and against gradient correlation
-  (bench/RESULTS.md), this kept the most recall per false positive on flat graphics.
+1. Alignment. The sample is compared with every aligned region a copy can show of the eval image: the whole
+   picture, crops keeping 95% and 90% of each side at a grid of anchors, the square centre of each (what a
+   center-crop resize keeps), each also mirrored; only regions of the sample's aspect ratio. This coarse
+   search runs on SIDE x SIDE colour grids cut from a squashed COARSE px copy of the thumbnail (sparse taps,
+   compiled): the normalised cross-correlation, one mean removed from all channels, is the `colour` score,
+   and a pair below `min_colour` stops here (most candidates). The best region is then refined on the
+   thumbnail's own pixels by moving each side by half pixels (`refine`).
+2. Decision, at the aligned region, on the thumbnail's pixels, between a copy and a look-alike. The sample is
+   fitted as a * eval + b (one gain and offset for all channels: brightness and contrast changes cancel, a
+   change of hue does not), then two shares must both be high:
+   - `pixels`: the share of the sample's pixels whose colour is within PIXEL_TOLERANCE of the fitted eval
+     pixel at the same place or a neighbouring one (1 px of misalignment and resampling blur tolerated).
+     Overlay text and watermarks spoil a minority; France against Italy a third; an emoji in other colours
+     far more;
+   - `edges`: the share of the eval region's strong edges (letters, outlines, corners; by orientation and
+     sign) that the sample has, in place (1) or 1 px across (1/2): a chamfer-style recall. Other words on
+     the same colour, a circle against a rounded square, a drawing with other details lose their edges; a
+     copy under overlay text keeps most of them.
+   The former 16x16 colour correlation on a 32 px thumbnail could not tell these apart (bench/RESULTS.md).
 
-- a pair whose colours agree must also agree in structure, an independent second score: the correlation of
-  grey horizontal/vertical differences (edges: letters, glyph outlines, corners) of the sample and each
-  region, both reduced to the cells the thumbnail has in that region (a square centre of a 3:1 banner is
-  11 thumbnail pixels wide; comparing a sharp sample with a blurred region would lose the edges). Colour
-  alone cannot tell other words on one colour (0.95-0.96) or a cropped circle from a rounded square (0.93);
-  their structure scores 0.3-0.5 against 0.6-1.0 for copies. Only the few pairs whose colours agree pay it.
-
-Thresholds come from the measured curves in bench/RESULTS.md ("Retrieve, then verify", "Two scores").
+Thresholds come from the measured curves in bench/RESULTS.md ("Verification at 64 px").
 """
 
 from functools import lru_cache
@@ -35,31 +38,51 @@ from PIL import Image
 
 from dedup.image_hashes import trim_border
 
-THUMB = 32  # side of the stored thumbnail of each eval image (3 KiB per item)
-SIDE = 16  # side of the grid compared
+THUMB_PIXELS = 64 * 64  # pixels of the stored thumbnail of each eval image (12 KiB, memory-mapped at lookup)
+MIN_THUMB_SIDE, MAX_THUMB_SIDE = 32, 128  # its sides, in the image's aspect ratio (clamped past 4:1)
+COARSE = 32  # the alignment search runs on the thumbnail squashed to COARSE x COARSE
+SIDE = 16  # side of the colour grid the alignment compares
+SAMPLE_SIDE = MAX_THUMB_SIDE  # the sample is kept at this side (squashed) and reduced to each region's cells
 KEEPS = (1.0, 0.95, 0.9)  # fractions of each side a copy keeps (crops of up to 10% off two sides)
 ANCHORS = (0.0, 0.25, 0.5, 0.75, 1.0)
-FINE = 2 * THUMB  # side of the sample's grey grid, reduced to each region's cells for the second score
-METHOD = "thumb_ncc+grad_ncc"  # name of the verification in overlap records
+METHOD = "align64+pixels+edges"  # name of the verification in overlap records
 # A region is tried when its aspect ratio is within this factor (log) of the sample's: a 10% crop off one
 # side, or resampling, changes it by less.
 ASPECT_TOLERANCE = 0.15
+# The gain a brightness and contrast change may apply, (0.8..1.2)^2 in the benchmark. Wider lets a flat colour
+# be fitted onto another: at a gain of 0.5, (31, 240, 54) green fits (99, 172, 99) within the tolerance.
+GAINS = (0.7, 1.45)
+PIXEL_TOLERANCE = 32.0  # largest colour difference (of 255, max over channels) of an agreeing pixel
+# A strong edge of the eval region: a grey step of at least this (of 255) to the next pixel; the sample
+# needs half of it (JPEG and resampling soften its steps). Small letters blurred into a 64 px thumbnail step
+# by 30-60: at 48 some banners had fewer than MIN_EDGE_PIXELS strong edges and passed the test vacuously.
+EDGE_STEP = 24.0
+REFINE_ROUNDS = 4  # rounds of moving each side of the aligned region by half a pixel
+MIN_EDGE_PIXELS = 8  # fewer strong edges than this: nothing for the edge test to contradict (it passes)
+
+
+def thumb_shape(aspect: float) -> tuple[int, int]:
+    """(height, width) of the thumbnail of an image of width/height `aspect`: at most THUMB_PIXELS pixels."""
+    root = float(np.sqrt(np.clip(aspect, 1e-3, 1e3)))
+    return (int(np.clip(np.floor(64 / root), MIN_THUMB_SIDE, MAX_THUMB_SIDE)),
+            int(np.clip(np.floor(64 * root), MIN_THUMB_SIDE, MAX_THUMB_SIDE)))
 
 
 def thumbnail(image: Image.Image) -> np.ndarray:
-    """THUMB x THUMB x 3 uint8 of the image squashed to a square (aspect ratio kept apart by the caller)."""
+    """(h, w, 3) uint8 thumbnail of the image, of thumb_shape (its aspect ratio, THUMB_PIXELS at most)."""
     rgb = image if image.mode == "RGB" else image.convert("RGB")
-    return np.asarray(rgb.resize((THUMB, THUMB), Image.Resampling.BOX, reducing_gap=2.0), dtype=np.uint8)
+    h, w = thumb_shape(image.width / image.height)
+    return np.asarray(rgb.resize((w, h), Image.Resampling.BOX, reducing_gap=2.0), dtype=np.uint8)
 
 
-@lru_cache(maxsize=256)
-def _area_matrix(lo: float, hi: float, side: int = SIDE, source: int = THUMB) -> np.ndarray:
+@lru_cache(maxsize=4096)
+def _area_matrix(lo: float, hi: float, side: int = SIDE, source: int = COARSE) -> np.ndarray:
     """side x source weights averaging `source` pixels over `side` equal cells of [lo, hi] (0..1)."""
     edges = lo + (hi - lo) * np.arange(side + 1) / side
     src = np.arange(source + 1) / source
     overlap = (np.minimum(edges[1:, None], src[None, 1:]) - np.maximum(edges[:-1, None], src[None, :-1]))
     w = np.clip(overlap, 0, None)
-    return (w / w.sum(axis=1, keepdims=True)).astype(np.float32)
+    return (w / np.maximum(w.sum(axis=1, keepdims=True), 1e-9)).astype(np.float32)
 
 
 def _boxes(aspect: float) -> list[tuple[float, float, float, float]]:
@@ -82,66 +105,41 @@ def _boxes(aspect: float) -> list[tuple[float, float, float, float]]:
     return boxes
 
 
-@lru_cache(maxsize=64)
-def _region_matrices(aspect_key: float) -> tuple[np.ndarray, np.ndarray]:
-    """(rows, cols) area matrices of every region for an aspect ratio (rounded, so few are ever built)."""
-    boxes = _boxes(aspect_key)
-    rows = np.stack([_area_matrix(y0, y1) for _, _, y0, y1 in boxes])
-    cols = np.stack([_area_matrix(x0, x1) for x0, x1, _, _ in boxes])
-    return rows, cols
-
-
 def _sparse(matrices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(index, weight) arrays (regions, SIDE, TAPS) of the few thumbnail pixels each grid cell averages."""
-    taps = int((matrices > 0).sum(axis=2).max())
-    index = np.argsort(matrices <= 0, axis=2, kind="stable")[:, :, :taps]
-    return index.astype(np.int64), np.take_along_axis(matrices, index, axis=2).astype(np.float32)
-
-
-def _fits(aspect_key: float, sample_aspect_key: float) -> np.ndarray:
-    boxes = np.array(_boxes(aspect_key))
-    shapes = (boxes[:, 1] - boxes[:, 0]) * aspect_key / (boxes[:, 3] - boxes[:, 2])
-    fits = np.abs(np.log(shapes / sample_aspect_key)) <= ASPECT_TOLERANCE
-    return fits if fits.any() else np.ones(len(boxes), bool)
-
-
-def _fitting_regions(aspect_key: float, sample_aspect_key: float) -> tuple[np.ndarray, np.ndarray]:
-    """(rows, cols) of the regions whose shape matches the sample's: a region squashed onto the grid only
-    lines up with a sample of its own aspect ratio, so the others (half of them: the square centres of a
-    non-square image, or the regions around them) are not tried. Fewer tries, fewer chance agreements."""
-    rows, cols = _region_matrices(aspect_key)
-    fits = _fits(aspect_key, sample_aspect_key)
-    return rows[fits], cols[fits]
+    """(index, weight) arrays (..., cells, TAPS) of the few source pixels each cell averages."""
+    taps = int((matrices > 0).sum(axis=-1).max())
+    index = np.argsort(matrices <= 0, axis=-1, kind="stable")[..., :taps]
+    return index.astype(np.int64), np.take_along_axis(matrices, index, axis=-1).astype(np.float32)
 
 
 @lru_cache(maxsize=4096)
-def _fine_regions(aspect_key: float, sample_aspect_key: float) -> list[tuple[int, int, np.ndarray, np.ndarray]]:
-    """Per grid size (h, w), the (rows, cols) area matrices of the regions of the sample's shape at the
-    resolution the thumbnail has there: a square centre of a 3:1 banner is 11 thumbnail pixels wide, and the
-    sample is reduced to the same cells (a sharp sample against a blurred region loses its edges)."""
-    boxes = [b for b, fit in zip(_boxes(aspect_key), _fits(aspect_key, sample_aspect_key)) if fit]
-    groups: dict[tuple[int, int], list] = {}
-    for x0, x1, y0, y1 in boxes:
-        size = (max(4, round(THUMB * (y1 - y0))), max(4, round(THUMB * (x1 - x0))))
-        groups.setdefault(size, []).append((_area_matrix(y0, y1, size[0]), _area_matrix(x0, x1, size[1])))
-    return [(h, w, np.stack([r for r, _ in g]), np.stack([c for _, c in g])) for (h, w), g in groups.items()]
+def _fitting_boxes(aspect_key: float, sample_aspect_key: float) -> np.ndarray:
+    """The regions whose shape matches the sample's: a region squashed onto the grid only lines up with a
+    sample of its own aspect ratio, so the others (half of them: the square centres of a non-square image,
+    or the regions around them) are not tried. Fewer tries, fewer chance agreements."""
+    boxes = np.array(_boxes(aspect_key))
+    shapes = (boxes[:, 1] - boxes[:, 0]) * aspect_key / (boxes[:, 3] - boxes[:, 2])
+    fits = np.abs(np.log(shapes / sample_aspect_key)) <= ASPECT_TOLERANCE
+    return boxes[fits] if fits.any() else boxes
 
 
 @lru_cache(maxsize=4096)
 def _region_taps(aspect_key: float, sample_aspect_key: float) -> tuple[np.ndarray, ...]:
-    rows, cols = _fitting_regions(aspect_key, sample_aspect_key)
+    boxes = _fitting_boxes(aspect_key, sample_aspect_key)
+    rows = np.stack([_area_matrix(y0, y1) for _, _, y0, y1 in boxes])
+    cols = np.stack([_area_matrix(x0, x1) for x0, x1, _, _ in boxes])
     return (*_sparse(rows), *_sparse(cols))
 
 
 @numba.njit(nogil=True, cache=False)
-def _best_score(thumb, row_idx, row_w, col_idx, col_w, sample):
-    """The compiled core of `score`: per region, the grid (a cell averages 2-3 thumbnail pixels each way, so
-    sparse taps are ~20x less work than dense matrices), laid out as `_normalise` lays it out, and its
-    correlation with the sample's (as is, and mirrored)."""
+def _best_region(thumb, row_idx, row_w, col_idx, col_w, sample):
+    """The compiled coarse search: per region, the SIDE x SIDE grid (a cell averages 2-3 thumbnail pixels
+    each way, so sparse taps are ~20x less work than dense matrices), laid out as `_normalise` lays it out,
+    and its correlation with the sample's (as is, and mirrored). Returns (score, region, mirrored)."""
     regions, side, row_taps = row_idx.shape
     col_taps = col_idx.shape[2]
     grid = np.empty((side, side, 3), np.float32)
-    best = -1.0
+    best, best_region, best_mirror = -1.0, 0, 0
     for b in range(regions):
         mean = 0.0
         for i in range(side):
@@ -165,55 +163,55 @@ def _best_score(thumb, row_idx, row_w, col_idx, col_w, sample):
                         dot += x * sample[v, f]
                         norm += x * x
                         f += 1
-            best = max(best, dot / max(np.sqrt(norm), 1e-3))
-    return best
+            s = dot / max(np.sqrt(norm), 1e-3)
+            if s > best:
+                best, best_region, best_mirror = s, b, v
+    return best, best_region, best_mirror
+
+
+@numba.njit(nogil=True, cache=False)
+def _resample(image, row_idx, row_w, col_idx, col_w):
+    """(h, w, 3) area average of `image` over the cells given by sparse row and column taps."""
+    h, row_taps = row_idx.shape
+    w, col_taps = col_idx.shape
+    out = np.zeros((h, w, 3), np.float32)
+    for i in range(h):
+        for k in range(row_taps):
+            y, wy = row_idx[i, k], row_w[i, k]
+            for j in range(w):
+                for m in range(col_taps):
+                    weight, x = wy * col_w[j, m], col_idx[j, m]
+                    for c in range(3):
+                        out[i, j, c] += weight * image[y, x, c]
+    return out
 
 
 def _aspect_key(aspect: float) -> float:
     return round(float(np.clip(aspect, 0.2, 5.0)), 2)
 
 
-def _regions(rows: np.ndarray, cols: np.ndarray, thumb: np.ndarray) -> np.ndarray:
-    """(regions, SIDE, SIDE, 3): every region of the thumbnail averaged onto the grid (two batched products)."""
-    t = rows @ thumb.astype(np.float32).reshape(THUMB, THUMB * 3)  # (regions, SIDE, THUMB * 3)
-    t = t.reshape(len(rows), SIDE, THUMB, 3).transpose(0, 3, 1, 2)  # (regions, 3, SIDE, THUMB)
-    return (t @ cols.transpose(0, 2, 1)[:, None]).transpose(0, 2, 3, 1)
-
-
 def _normalise(grids: np.ndarray) -> np.ndarray:
-    """(n, SIDE, SIDE, 3) float grids -> (n, SIDE * SIDE * 3) unit vectors, one mean removed from all
-    channels together (not per channel: that would erase the background colour that tells a red banner
-    from a blue one)."""
-    colour = (grids - grids.mean(axis=(1, 2, 3), keepdims=True)).reshape(len(grids), -1)
+    """(n, ...) float grids -> (n, D) unit vectors, one mean removed from all channels together (not per
+    channel: that would erase the background colour that tells a red banner from a blue one)."""
+    colour = grids.reshape(len(grids), -1)
+    colour = colour - colour.mean(axis=1, keepdims=True)
     return colour / np.maximum(np.linalg.norm(colour, axis=1, keepdims=True), 1e-3)
 
 
-def _gradients(gray: np.ndarray) -> np.ndarray:
-    """(n, FINE, FINE) grey grids -> (n, D) unit vectors of their horizontal and vertical differences: the
-    edges' places and signs, which a flat colour grid averages away (letters, glyph outlines, corners)."""
-    g = np.concatenate([np.diff(gray, axis=2).reshape(len(gray), -1), np.diff(gray, axis=1).reshape(len(gray), -1)],
-                       axis=1)
-    g = g - g.mean(axis=1, keepdims=True)
-    return g / np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-3)
-
-
 def _features(image: Image.Image) -> tuple[np.ndarray, float, np.ndarray]:
-    thumb = thumbnail(image).astype(np.float32)
-    rows, cols = _region_matrices(1.0)
-    whole = _regions(rows[:1], cols[:1], thumb)[0]
     rgb = image if image.mode == "RGB" else image.convert("RGB")
-    gray = np.asarray(rgb.resize((FINE, FINE), Image.Resampling.BOX, reducing_gap=2.0), np.float32).mean(axis=2)
-    return (_normalise(np.stack([whole, whole[:, ::-1]])), _aspect_key(image.width / image.height),
-            np.stack([gray, gray[:, ::-1]]))
+    fine = np.asarray(rgb.resize((SAMPLE_SIDE, SAMPLE_SIDE), Image.Resampling.BOX, reducing_gap=2.0), np.float32)
+    grid = fine.reshape(SIDE, SAMPLE_SIDE // SIDE, SIDE, SAMPLE_SIDE // SIDE, 3).mean(axis=(1, 3))
+    return _normalise(np.stack([grid, grid[:, ::-1]])), _aspect_key(image.width / image.height), fine
 
 
 def sample_features(image: Image.Image) -> list[tuple[np.ndarray, float, np.ndarray]]:
-    """Per reading of the sample, its colour grid vector (as is, and mirrored), its aspect ratio and its
-    FINE x FINE grey grid (as is, and mirrored).
+    """Per reading of the sample: its colour grid vector (as is, and mirrored), its aspect ratio and its
+    SAMPLE_SIDE x SAMPLE_SIDE RGB pixels.
 
     Three readings when the sample has what look like letterbox bars: without them (a "border" resize padded
-    the copy), without them and 2 more px, and as written (a banner's or icon's own plain margins, which a center crop keeps and
-    trim_border cannot tell from padding). The better-scoring reading counts.
+    the copy), without them and 2 more px, and as written (a banner's or icon's own plain margins, which a
+    center crop keeps and trim_border cannot tell from padding). The best-aligned reading counts.
     """
     trimmed = trim_border(image)
     if trimmed is image:
@@ -225,43 +223,169 @@ def sample_features(image: Image.Image) -> list[tuple[np.ndarray, float, np.ndar
     return [_features(trimmed), _features(shaved), _features(image)]
 
 
-def score(sample: list[tuple[np.ndarray, float]], thumb: np.ndarray, aspect: float) -> float:
-    """Best correlation, over the sample's readings, every region of its shape and mirror, of the sample
-    with an eval item's thumbnail (-1..1)."""
-    thumb = np.ascontiguousarray(thumb, dtype=np.float32)
-    return max(float(_best_score(thumb, *_region_taps(_aspect_key(aspect), s[1]), s[0])) for s in sample)
+def coarse(thumb: np.ndarray) -> np.ndarray:
+    """The COARSE x COARSE (squashed) copy of a thumbnail the alignment search runs on."""
+    h, w = thumb.shape[:2]
+    return _resample(np.ascontiguousarray(thumb, dtype=np.float32), *_taps(0.0, 1.0, COARSE, h),
+                     *_taps(0.0, 1.0, COARSE, w))
 
 
-def structure(sample: list[tuple[np.ndarray, float, np.ndarray]], thumb: np.ndarray, aspect: float) -> float:
-    """Best correlation of the sample's FINE x FINE grey gradients with those of every region of the eval
-    item's thumbnail of its shape (and mirror), over its readings (-1..1): the second, independent score."""
-    gray = np.asarray(thumb, dtype=np.float32).mean(axis=2)
-    best = -1.0
-    for _, sample_aspect, sample_gray in sample:
-        for h, w, rows, cols in _fine_regions(_aspect_key(aspect), sample_aspect):
-            regions = rows @ gray @ cols.transpose(0, 2, 1)  # (regions, h, w)
-            reduced = _area_matrix(0, 1, h, FINE) @ sample_gray @ _area_matrix(0, 1, w, FINE).T
-            best = max(best, float((_gradients(regions) @ _gradients(reduced).T).max()))
+def align(sample: list, thumb: np.ndarray, aspect: float) -> tuple[float, int, np.ndarray, bool]:
+    """(colour score, reading, box (x0, x1, y0, y1), mirrored) of the best region over the sample's readings."""
+    small = coarse(thumb)
+    key = _aspect_key(aspect)
+    best = (-2.0, 0, None, False)
+    for r, (features, sample_aspect, _) in enumerate(sample):
+        s, region, mirror = _best_region(small, *_region_taps(key, sample_aspect), features)
+        if s > best[0]:
+            best = (float(s), r, _fitting_boxes(key, sample_aspect)[region], bool(mirror))
     return best
 
 
-def verify(sample: list[tuple[np.ndarray, float, np.ndarray]], thumb: np.ndarray, aspect: float,
-           min_colour: float, min_structure: float) -> tuple[bool, float]:
-    """(accepted, score) of a candidate pair: accepted when the colour score reaches min_colour AND the
-    structure score reaches min_structure; the score is the one that decided (the lower of the two when both
-    pass). The structure is only computed for pairs whose colours agree (a few per cent of candidates), so the
-    compiled colour kernel stays the cost per candidate."""
-    colour = score(sample, thumb, aspect)
+@lru_cache(maxsize=65536)
+def _taps(lo: float, hi: float, side: int, source: int) -> tuple[np.ndarray, np.ndarray]:
+    return _sparse(_area_matrix(lo, hi, side, source))
+
+
+def _cut(thumb: np.ndarray, box, h: int, w: int) -> np.ndarray:
+    """The (h, w, 3) cells of region `box` of the thumbnail (box corners rounded to 1/4 px, so the taps of
+    the few distinct boxes are cached)."""
+    th, tw = thumb.shape[:2]
+    x0, x1 = (round(v * 4 * tw) / (4 * tw) for v in box[:2])
+    y0, y1 = (round(v * 4 * th) / (4 * th) for v in box[2:])
+    return _resample(thumb, *_taps(y0, y1, h, th), *_taps(x0, x1, w, tw))
+
+
+def _ncc(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a - a.mean(), b - b.mean()
+    return float((a * b).sum() / max(np.sqrt((a * a).sum() * (b * b).sum()), 1e-3))
+
+
+def refine(sample: list, thumb: np.ndarray, reading: int, box, mirrored: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(sample cells, eval cells), both (h, w, 3) float32 on the thumbnail's own pixels in the aligned region.
+
+    The coarse anchors are 1.6 px apart in a 64 px thumbnail and crops keep any share of a side, not only
+    95% or 90%: each side of the region is moved by half pixels while the correlation improves (REFINE_ROUNDS
+    at most), so edges can then be compared in place.
+    """
+    fine = sample[reading][2]
+    if mirrored:
+        fine = fine[:, ::-1]
+    th, tw = thumb.shape[:2]
+    h, w = max(8, round(th * (box[3] - box[2]))), max(8, round(tw * (box[1] - box[0])))
+    cells = _resample(np.ascontiguousarray(fine), *_taps(0.0, 1.0, h, SAMPLE_SIDE), *_taps(0.0, 1.0, w, SAMPLE_SIDE))
+    thumb = np.asarray(thumb, dtype=np.float32)
+    box = list(box)
+    region = _cut(thumb, box, h, w)
+    best = _ncc(region, cells)
+    steps = (0.5 / tw, 0.5 / tw, 0.5 / th, 0.5 / th)
+    for _ in range(REFINE_ROUNDS):
+        moved = False
+        for side in range(4):
+            for sign in (-1.0, 1.0):
+                tried = list(box)
+                tried[side] = min(1.0, max(0.0, box[side] + sign * steps[side]))
+                if tried[side] == box[side]:
+                    continue  # a region at the thumbnail's border only moves inwards
+                cut = _cut(thumb, tried, h, w)
+                s = _ncc(cut, cells)
+                if s > best + 1e-4:
+                    best, region, box, moved = s, cut, tried, True
+                    break
+        if not moved:
+            break
+    return cells, region
+
+
+def _across(masks: np.ndarray) -> np.ndarray:
+    """The (4, h, w) edge masks of `_edges` grown by 1 px across each edge: left and right for steps along a
+    row, up and down for steps along a column. A sharp step in the sample is spread over two pixels of the
+    eval thumbnail when it falls inside one (measured: a flag's stripe edge); along the edge nothing moves."""
+    out = masks.copy()
+    out[:2, :, 1:] |= masks[:2, :, :-1]
+    out[:2, :, :-1] |= masks[:2, :, 1:]
+    out[2:, 1:] |= masks[2:, :-1]
+    out[2:, :-1] |= masks[2:, 1:]
+    return out
+
+
+def _edges(grey: np.ndarray, step: float) -> np.ndarray:
+    """(4, h, w) masks of grey steps of at least `step` to the right or lower neighbour, rising and falling
+    apart: an edge only counts as found where the sample has one of the same orientation and sign (dense
+    letters of other words have edges of some kind everywhere within 1 px)."""
+    out = np.zeros((4, *grey.shape), bool)
+    dx, dy = np.diff(grey, axis=1), np.diff(grey, axis=0)
+    out[0, :, :-1], out[1, :, :-1] = dx >= step, dx <= -step
+    out[2, :-1], out[3, :-1] = dy >= step, dy <= -step
+    return out
+
+
+@numba.njit(nogil=True, cache=False)
+def _agreeing(cells, fitted, tolerance):
+    """Share of the sample's pixels whose colour (max over channels) is within `tolerance` of the fitted eval
+    pixel at the same place or one of its 8 neighbours (1 px of misalignment or resampling blur)."""
+    h, w = cells.shape[:2]
+    count = 0
+    for i in range(h):
+        for j in range(w):
+            best = np.inf
+            for y in range(max(i - 1, 0), min(i + 2, h)):
+                for x in range(max(j - 1, 0), min(j + 2, w)):
+                    r = 0.0
+                    for c in range(3):
+                        r = max(r, abs(cells[i, j, c] - fitted[y, x, c]))
+                    best = min(best, r)
+            count += best <= tolerance
+    return count / (h * w)
+
+
+def agreement(cells: np.ndarray, region: np.ndarray, tolerance: float = PIXEL_TOLERANCE) -> tuple[float, float]:
+    """(pixels, edges) of a sample against the aligned eval region, both (h, w, 3) on the same cells.
+
+    The gain and offset are fitted on the sample's unsaturated values (a brightened white background stays
+    255), refitted without the worst quarter (overlay text), and the gain clamped to GAINS; the fitted eval
+    pixels are clipped as the sample's were. An eval edge counts 1 when the sample has it in place, 1/2 when
+    1 px across (a sharp step falls between two thumbnail pixels), 0 otherwise: in place alone fails copies
+    whose stripe edge the thumbnail blurred over two pixels; 1 px alone passes dense letters of other words.
+    """
+    s, e = cells.reshape(-1, 3), region.reshape(-1, 3)
+    use = np.all((s > 4) & (s < 251), axis=1)
+    if use.sum() < 0.1 * len(use):
+        use[:] = True
+    a, b = 1.0, float((s - e).mean())
+    for _ in range(2):
+        es, ss = e[use].ravel(), s[use].ravel()
+        var = float(es.var())
+        if var > 25.0:
+            a = float(np.clip(((es - es.mean()) * (ss - ss.mean())).mean() / var, *GAINS))
+        b = float(ss.mean() - a * es.mean())
+        residual = np.abs(s - np.clip(a * e + b, 0, 255)).max(axis=1)
+        use &= residual <= np.quantile(residual[use], 0.75)
+    fitted = np.clip(a * region + b, 0, 255).astype(np.float32)
+    pixels = _agreeing(cells, fitted, tolerance)
+    # The eval region's own edges: a low gain must not hide them (it would pass the test vacuously).
+    strong = _edges(region.mean(axis=2), EDGE_STEP)
+    if strong.sum() < MIN_EDGE_PIXELS:
+        return pixels, 1.0
+    found = _edges(cells.mean(axis=2), a * EDGE_STEP / 2)
+    return pixels, float((found[strong].mean() + _across(found)[strong].mean()) / 2)
+
+
+def measure(sample: list, thumb: np.ndarray, aspect: float, min_colour: float) -> tuple[float, float, float]:
+    """(colour, pixels, edges) of a candidate pair; pixels and edges are -1 when colour < min_colour (not
+    computed: most candidates stop at the cheap compiled alignment)."""
+    colour, *found = align(sample, thumb, aspect)
     if colour < min_colour:
+        return colour, -1.0, -1.0
+    return (colour, *agreement(*refine(sample, thumb, *found)))
+
+
+def verify(sample: list, thumb: np.ndarray, aspect: float, min_colour: float, min_pixels: float,
+           min_edges: float) -> tuple[bool, float]:
+    """(accepted, score) of a candidate pair: accepted when its aligned colours correlate at min_colour or
+    more AND at least min_pixels of its pixels agree AND its edge score (the eval region's strong edges found)
+    reaches min_edges. The score is the lower of the two shares (the colour score when it stopped there)."""
+    colour, pixels, edges = measure(sample, thumb, aspect, min_colour)
+    if pixels < 0:
         return False, colour
-    shape = structure(sample, thumb, aspect)
-    return shape >= min_structure, min(colour, shape)
-
-
-def score_dense(sample: list[tuple[np.ndarray, float]], thumb: np.ndarray, aspect: float) -> float:
-    """`score` in plain numpy with dense matrices: the reference the compiled kernel is tested against."""
-    best = -1.0
-    for features, sample_aspect, _ in sample:
-        grids = _normalise(_regions(*_fitting_regions(_aspect_key(aspect), sample_aspect), thumb))
-        best = max(best, float((grids @ features.T).max()))
-    return best
+    return pixels >= min_pixels and edges >= min_edges, min(pixels, edges)

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 
 from dedup import verify
-from dedup.eval_index import DEFAULT_MIN_SCORE, DEFAULT_MIN_STRUCTURE, EvalIndex
+from dedup.eval_index import DEFAULT_MIN_COLOUR, DEFAULT_MIN_EDGES, DEFAULT_MIN_PIXELS, EvalIndex
 from dedup.eval_sets import EvalItem
 from dedup.image_hashes import eval_variants, sample_hashes
 from pipeline.resize import ImageOptions, process_image
@@ -32,6 +32,13 @@ def flag(colours, vertical: bool) -> Image.Image:
 def banner(word: str, colour, tail: str = " 20% off") -> Image.Image:
     im = Image.new("RGB", (400, 120), colour)
     ImageDraw.Draw(im).text((30, 30), f"{word}{tail}", fill=(255, 255, 255), font_size=48)
+    return im
+
+
+def sign(text: str, colour) -> Image.Image:
+    """Small white letters on a square of one colour."""
+    im = Image.new("RGB", (300, 300), colour)
+    ImageDraw.Draw(im).text((40, 30), text, fill=(255, 255, 255), font_size=30)
     return im
 
 
@@ -127,7 +134,8 @@ def test_verification_accepts_every_altered_copy(mode):
         thumb, aspect = verify.thumbnail(EVAL[name]), EVAL[name].width / EVAL[name].height
         for alter in sorted(ALTER):
             features = verify.sample_features(written(ALTER[alter](EVAL[name]).convert("RGB"), mode))
-            accepted, s = verify.verify(features, thumb, aspect, DEFAULT_MIN_SCORE, DEFAULT_MIN_STRUCTURE)
+            accepted, s = verify.verify(features, thumb, aspect, DEFAULT_MIN_COLOUR, DEFAULT_MIN_PIXELS,
+                                        DEFAULT_MIN_EDGES)
             if not accepted:
                 low.append((name, alter, round(s, 3)))
     assert low == []
@@ -140,7 +148,8 @@ def test_altered_copies_of_photos_and_icons_are_found_and_nothing_else(index, mo
         for alter in sorted(ALTER):
             found = index.lookup(written(ALTER[alter](EVAL[name]).convert("RGB"), mode))
             hashed = [m for m in found if m.method != "sha256"]
-            assert all(m.verification == verify.METHOD and m.score >= index.min_structure for m in hashed)
+            assert all(m.verification == verify.METHOD and m.score >= min(index.min_pixels, index.min_edges)
+                       for m in hashed)
             if name not in {m.eval_id for m in hashed}:
                 missed.append((name, alter))
             wrong += [(name, alter, m.eval_id) for m in found if m.eval_id != name]
@@ -160,24 +169,42 @@ def test_altered_tricolours_are_retrieved(index):
 
 
 def test_cropped_circle_is_not_taken_for_a_square(index):
-    """On the 16x16 colour grid a cropped circle and a rounded square of one colour agree (0.93); their
-    edges on the finer grey grid do not (structure 0.49), and both scores must agree."""
+    """On a 16x16 colour grid a cropped circle and a rounded square of one colour agree (0.93); their edges
+    on the 64 px thumbnail do not."""
     found = index.lookup(written(ALTER["crop10_offcentre"](EVAL["icon-circle"])))
     assert {m.eval_id for m in found} == {"icon-circle"}
 
 
-def test_compiled_score_agrees_with_the_dense_reference():
-    pairs = [(EVAL["photo0"], EVAL["photo0"].crop((8, 8, 300, 230))), (EVAL["photo1"], EVAL["photo2"]),
-             (EVAL["flag0v"], ImageOps.mirror(EVAL["flag0v"])), (EVAL["banner-Sale"], written(EVAL["banner-Open"])),
-             (EVAL["icon-circle"], written(EVAL["photo3"], "border"))]
-    scores = []
-    for a, b in pairs:
-        features, thumb, aspect = verify.sample_features(b), verify.thumbnail(a), a.width / a.height
-        scores.append(verify.score(features, thumb, aspect))
-        assert scores[-1] == pytest.approx(verify.score_dense(features, thumb, aspect), abs=1e-4)
-    # Copies score near 1, unrelated pictures far lower; the two banners (other words, same colour and place)
-    # score high: their letters are finer than the grid.
-    assert scores[0] > 0.95 and scores[2] > 0.99 and max(scores[1], scores[4]) < 0.5, scores
+def test_look_alikes_agree_in_colour_but_fail_pixels_or_edges():
+    """The hard kinds of look-alike (bench/RESULTS.md): the coarse colour alignment cannot tell them from a
+    copy, the 64 px decision can. Same layout in other colours fails the pixels; other words at the same
+    place on the same (or a near) colour fail the edges. Copies of the same pictures pass (test above)."""
+    thumb = {k: (verify.thumbnail(im), im.width / im.height) for k, im in EVAL.items()}
+    thumb["sign"] = (verify.thumbnail(sign("Careers 28", (90, 100, 190))), 1.0)
+    recoloured = flag(((0, 146, 70), (255, 255, 255), (239, 65, 53)), True)  # flag0v with a green stripe
+    other_words = banner("Team", (200, 30, 30))  # banner-Sale's place and colour
+    # Small letters on a near colour: a gain and offset fit the colour (99.8% of pixels agree), the letters'
+    # edges do not (0.52; a grey step of 48 found too few edges in the thumbnail and passed it vacuously).
+    small_words = sign("News 50", (100, 110, 200))
+    for sample, name, failing in [(recoloured, "flag0v", 1), (other_words, "banner-Sale", 2),
+                                  (small_words, "sign", 2)]:
+        colour, pixels, edges = verify.measure(verify.sample_features(written(sample, "border")), *thumb[name],
+                                                  -1.0)
+        assert colour >= DEFAULT_MIN_COLOUR * 0.95, (name, colour)
+        assert (pixels, edges)[failing - 1] < (DEFAULT_MIN_PIXELS, DEFAULT_MIN_EDGES)[failing - 1], (name, pixels,
+                                                                                                    edges)
+
+
+def test_compiled_alignment_finds_the_region_a_copy_shows():
+    """The compiled coarse search points at the crop and mirror a copy is, and unrelated pictures stay low."""
+    im = EVAL["photo0"]
+    thumb = verify.thumbnail(im)
+    assert thumb.shape == (55, 73, 3)  # 320 x 240 in its aspect ratio, at most 64 * 64 pixels
+    crop = ImageOps.mirror(im.crop((0, 0, 288, 216)))  # 90% from the top left corner, mirrored
+    colour, reading, box, mirrored = verify.align(verify.sample_features(crop), thumb, im.width / im.height)
+    assert colour > 0.98 and mirrored and np.allclose(box, (0.0, 0.9, 0.0, 0.9))
+    other = verify.align(verify.sample_features(EVAL["photo1"]), thumb, im.width / im.height)[0]
+    assert other < 0.5
 
 
 def test_items_without_a_perceptual_hash_are_counted_with_the_reason(capsys, tmp_path):
@@ -195,12 +222,28 @@ def test_items_without_a_perceptual_hash_are_counted_with_the_reason(capsys, tmp
     assert "unhashed flat.png: flat (64x64)" in err or "unhashed flat: flat (64x64)" in err
 
 
-def test_structure_threshold_is_saved_with_the_index_and_checked_on_the_command_line(tmp_path):
+def test_thresholds_are_saved_with_the_index_and_thumbnails_memory_mapped(tmp_path):
     from dedup import build_index
     from openwit.errors import InputError
 
-    idx, _ = EvalIndex.build([("hard", [EvalItem("photo0", png(EVAL["photo0"]))])], min_structure=0.7)
+    idx, _ = EvalIndex.build([("hard", [EvalItem(k, png(EVAL[k])) for k in ("photo0", "banner-Sale")])],
+                             min_edges=0.8)
     idx.save(str(tmp_path / "eval.idx"))
-    assert EvalIndex.load(str(tmp_path / "eval.idx")).min_structure == pytest.approx(0.7)
-    with pytest.raises(InputError, match="--min-structure"):
-        build_index.parse_args(["--eval-set", f"x={tmp_path}", "--output", "o.idx", "--min-structure", "2"])
+    loaded = EvalIndex.load(str(tmp_path / "eval.idx"))
+    assert loaded.min_edges == pytest.approx(0.8) and loaded.min_pixels == pytest.approx(DEFAULT_MIN_PIXELS)
+    assert isinstance(loaded.thumbs, np.memmap)
+    for item in range(2):
+        assert np.array_equal(loaded.thumbnail(item), idx.thumbnail(item))
+    assert loaded.thumbnail(1).shape == (35, 116, 3)  # a 400 x 120 banner keeps its letters' proportions
+    assert {m.eval_id for m in loaded.lookup(written(EVAL["banner-Sale"]))} == {"banner-Sale"}
+    for option in ("--min-edges", "--min-pixels"):
+        with pytest.raises(InputError, match=option):
+            build_index.parse_args(["--eval-set", f"x={tmp_path}", "--output", "o.idx", option, "1.5"])
+
+
+def test_an_index_of_an_older_format_asks_to_rebuild_it(tmp_path):
+    from openwit.errors import InputError
+
+    np.savez(tmp_path / "old.idx", meta=np.array('{"format": "openwit-eval-index", "version": 2}'))
+    with pytest.raises(InputError, match="version 2.*Re-run `openwit eval-index`"):
+        EvalIndex.load(str(tmp_path / "old.idx.npz"))

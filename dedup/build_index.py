@@ -10,6 +10,7 @@ item at all is an error.
 """
 
 import argparse
+import os
 import sys
 
 from dedup import caption_index
@@ -38,7 +39,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--caption-max-distance", type=float, default=caption_index.DEFAULT_MAX_DISTANCE,
                     help="largest 1-Jaccard caption distance reported as overlap "
                          f"(default {caption_index.DEFAULT_MAX_DISTANCE})")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                    help="processes that decode and hash eval images (default: one per core)")
     args = parse_command_line(ap, argv)
+    if not 1 <= args.workers <= 256:
+        raise InputError(f"--workers {args.workers}: give a number of processes between 1 and 256")
     if not 0 <= args.radius <= 32:
         raise InputError(f"--radius {args.radius}: give a Hamming distance between 0 and 32")
     if not -1.0 <= args.min_colour <= 1.0:
@@ -57,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     index, report = EvalIndex.build(((name, read_eval_set(path)) for name, path in named),
                                     radius=args.radius, caption_max_distance=args.caption_max_distance,
                                     min_colour=args.min_colour, min_pixels=args.min_pixels,
-                                    min_edges=args.min_edges)
+                                    min_edges=args.min_edges, workers=args.workers)
     for name, path in named:
         rejected = sum(report.rejected[name].values())
         if report.items[name] == 0:

@@ -18,10 +18,12 @@ memory-mapped, not read: a lookup touches only its candidates' pages.
 
 import io
 import json
+import multiprocessing
 import os
 import struct
 import zipfile
 from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -70,6 +72,67 @@ class BuildReport:
     # Items indexed by exact pixels and captions only, with no perceptual hash (too flat or tiny), by reason.
     unhashed: dict[str, dict[str, int]] = field(default_factory=dict)
     unhashed_examples: dict[str, list[str]] = field(default_factory=dict)
+
+
+def image_signals(image_bytes: bytes) -> tuple[bytes, np.ndarray, tuple[int, int], list[tuple[str, int]]]:
+    """What the index keeps of one eval image: (pixel sha256, verification thumbnail, (width, height), pHash
+    variants; none for tiny or flat images). Raises ValueError for bytes that are not a usable image."""
+    image = decode(image_bytes)
+    variants = [] if min(image.size) < MIN_HASH_SIDE else image_hashes.eval_variants(image)
+    return image_hashes.pixel_sha256(image), verify.thumbnail(image), image.size, variants
+
+
+def _signals_or_error(image_bytes: bytes | None):
+    if image_bytes is None:
+        return None, None
+    try:
+        return image_signals(image_bytes), None
+    except ValueError as e:
+        return None, e
+
+
+# Items decoded per round. ~9 ms of CPU an item (15 min for 100k items on one core), so a large eval set is
+# spread over processes; one smaller than a round never starts them (tests, the experiment's small sets).
+SIGNAL_BATCH = 256
+
+
+class _SignalPool:
+    """A process pool for image_signals, started only when a round is full; closed on exit."""
+
+    def __init__(self, workers: int):
+        self.workers, self.executor = workers, None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.executor is not None:
+            self.executor.shutdown(cancel_futures=True)
+
+    def map(self, blobs: list[bytes | None]) -> list:
+        if self.workers > 1 and len(blobs) >= SIGNAL_BATCH:
+            if self.executor is None:
+                # forkserver: the parent may hold threads (Beam, numba) that fork would copy half-way.
+                self.executor = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("forkserver"))
+            return list(self.executor.map(_signals_or_error, blobs, chunksize=8))
+        return [_signals_or_error(blob) for blob in blobs]
+
+
+def _with_signals(items: Iterable[EvalItem], pool: _SignalPool):
+    """(item, signals, error) for every item, in order, SIGNAL_BATCH items at a time (bounded memory)."""
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == SIGNAL_BATCH:
+            yield from _signal_round(batch, pool)
+            batch = []
+    yield from _signal_round(batch, pool)
+
+
+def _signal_round(batch: list[EvalItem], pool: _SignalPool):
+    results = pool.map([None if item.error else item.image_bytes for item in batch])
+    for item, (signals, error) in zip(batch, results):
+        yield item, signals, (ValueError(item.error) if item.error else error)
 
 
 class EvalIndex:
@@ -122,9 +185,18 @@ class EvalIndex:
     def build(cls, eval_sets: Iterable[tuple[str, Iterable[EvalItem]]], radius: int = DEFAULT_RADIUS,
               caption_max_distance: float = caption_index.DEFAULT_MAX_DISTANCE,
               min_colour: float = DEFAULT_MIN_COLOUR, min_pixels: float = DEFAULT_MIN_PIXELS,
-              min_edges: float = DEFAULT_MIN_EDGES) -> tuple["EvalIndex", BuildReport]:
+              min_edges: float = DEFAULT_MIN_EDGES, workers: int = 1) -> tuple["EvalIndex", BuildReport]:
         """Hash every item of every (name, items) eval set; unreadable items are counted, not fatal, and
-        items with no perceptual hash are counted apart (they still match by exact pixels and captions)."""
+        items with no perceptual hash are counted apart (they still match by exact pixels and captions).
+
+        `workers` > 1 decodes and hashes in that many processes once an eval set outgrows one batch; the
+        index is the same whatever the count.
+        """
+        with _SignalPool(workers) as pool:
+            return cls._build(eval_sets, pool, radius, caption_max_distance, min_colour, min_pixels, min_edges)
+
+    @classmethod
+    def _build(cls, eval_sets, pool, radius, caption_max_distance, min_colour, min_pixels, min_edges):
         names, item_set, item_ids, item_sha, thumbs, shapes, aspects = [], [], [], [], [], [], []
         codes, code_item, code_method, captions, caption_item = [], [], [], [], []
         report = BuildReport()
@@ -137,31 +209,26 @@ class EvalIndex:
             report.items[name] = report.hashes[name] = report.captions[name] = 0
             unhashed = report.unhashed.setdefault(name, {})
             unhashed_examples = report.unhashed_examples.setdefault(name, [])
-            for item in items:
-                try:
-                    if item.error:
-                        raise ValueError(item.error)
-                    image = decode(item.image_bytes)
-                except ValueError as e:
-                    reason = str(e).split(":")[0] if item.error is None else "unreadable"
+            for item, signals, error in _with_signals(items, pool):
+                if error is not None:
+                    reason = str(error).split(":")[0] if item.error is None else "unreadable"
                     rejected[reason] = rejected.get(reason, 0) + 1
                     if len(examples) < 5:
-                        examples.append(f"{item.eval_id}: {e}")
+                        examples.append(f"{item.eval_id}: {error}")
                     continue
+                sha, thumb, (width, height), variants = signals
                 number = len(item_ids)
                 item_set.append(set_no)
                 item_ids.append(item.eval_id)
-                item_sha.append(np.frombuffer(image_hashes.pixel_sha256(image), dtype=np.uint8))
-                thumb = verify.thumbnail(image)
+                item_sha.append(np.frombuffer(sha, dtype=np.uint8))
                 thumbs.append(np.pad(thumb.ravel(), (0, verify.THUMB_PIXELS * 3 - thumb.size)))
                 shapes.append(thumb.shape[:2])
-                aspects.append(image.width / image.height)
-                variants = [] if min(image.size) < MIN_HASH_SIDE else image_hashes.eval_variants(image)
+                aspects.append(width / height)
                 if not variants:
-                    reason = "tiny" if min(image.size) < MIN_HASH_SIDE else "flat"
+                    reason = "tiny" if min(width, height) < MIN_HASH_SIDE else "flat"
                     unhashed[reason] = unhashed.get(reason, 0) + 1
                     if len(unhashed_examples) < 5:
-                        unhashed_examples.append(f"{item.eval_id}: {reason} ({image.width}x{image.height})")
+                        unhashed_examples.append(f"{item.eval_id}: {reason} ({width}x{height})")
                 for method, code in variants:
                     codes.append(code)
                     code_item.append(number)

@@ -5,4 +5,6 @@ import sys
 
 from openwit.cli import main
 
-sys.exit(main())
+# Guarded: process pools (openwit eval-index) import this module again in their workers.
+if __name__ == "__main__":
+    sys.exit(main())

@@ -245,3 +245,19 @@ def test_overlap_rows_follow_the_schema():
          "method": "sha256", "distance": 0.0, "verification": "identical_pixels", "score": 1.0},
         {"eval_set": "coco", "eval_id": "42", "sample_key": "000010005", "url": "http://127.0.0.1/x.jpg",
          "method": "phash", "distance": 3.0, "verification": "thumb_ncc", "score": 0.93}]
+
+
+def test_workers_build_the_same_index_as_one_process(monkeypatch):
+    """A large eval set is decoded and hashed in worker processes; the index must not depend on how many."""
+    import dedup.eval_index as eval_index
+    monkeypatch.setattr(eval_index, "SIGNAL_BATCH", 16)  # a full round starts the pool without 256 images
+    small = [photo(i).resize((48, 40)) for i in range(20)]
+    items = [EvalItem(f"i{i}", png(im)) for i, im in enumerate(small)]
+    items.insert(5, EvalItem("broken", b"not an image"))
+    items.insert(9, EvalItem("unread", None, error="truncated tar member"))
+    one, report_one = EvalIndex.build([("s", items)], workers=1)
+    many, report_many = EvalIndex.build([("s", items)], workers=2)
+    assert report_many.rejected == report_one.rejected and sum(report_one.rejected["s"].values()) == 2
+    assert report_many.items == report_one.items == {"s": 20}
+    for name in ("item_ids", "item_sha", "codes", "code_item", "code_method", "thumbs", "thumb_shapes", "aspects"):
+        assert np.array_equal(np.asarray(getattr(many, name)), np.asarray(getattr(one, name))), name

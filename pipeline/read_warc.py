@@ -128,6 +128,10 @@ def iter_gzip_members(stream, max_bytes: int) -> Iterator[Member]:
                 parts.append(out)
         if inflater.eof:
             position -= len(inflater.unused_data)
+        if error == "truncated_gzip" and find_magic(resync_from) is not None:
+            # A damaged member can inflate the members after it as its own deflate data, without a zlib error,
+            # up to the end of the file: it did not end the file, so it is corrupt, and reading resumes there.
+            error = "corrupt_gzip"
         data = b"".join(parts)
         if error == "corrupt_gzip" and offset >= base:  # (after too_large the start is already dropped)
             data = _salvage_head(bytes(buf[offset - base : position - base]))

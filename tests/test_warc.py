@@ -180,3 +180,20 @@ def test_beam_sources_read_globs_of_files_in_one_run(tmp_path):
 def test_a_pattern_matching_no_file_is_a_clear_error(tmp_path):
     with pytest.raises(InputError, match="--warc .*no file matches"):
         ReadWarc([str(tmp_path / "missing-*.warc.gz")])
+
+
+def test_a_member_cut_short_mid_file_never_swallows_the_records_after_it():
+    """A damaged member's deflate stream can inflate the members after it as its own data, without a zlib error,
+    up to the end of the file (each of these pairs of record ids did before the fix, losing the good record):
+    the rest of the file must still be read, and the damaged member counted as corrupt, not as the file's end."""
+    http = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: %d\r\n\r\n" % len(PAGE) + PAGE
+
+    def record(url, record_id):
+        headers = {"WARC-Type": "response", "WARC-Target-URI": url, "WARC-Record-ID": f"<urn:uuid:{record_id}>",
+                   "Content-Type": "application/http; msgtype=response"}
+        return gz(warc_record(headers, http))
+
+    for cut_id, good_id in [(3, 1), (5, 10), (8, 22), (13, 1)]:
+        candidates, rejects = read(record("http://cut.com/", cut_id)[:-30] + record("http://ok.com/1", good_id))
+        assert [(r["url"], r["reason"]) for r in rejects] == [("http://cut.com/", "corrupt_gzip")], (cut_id, good_id)
+        assert [c["page_url"] for c in candidates] == ["http://ok.com/1"] * 2, (cut_id, good_id)

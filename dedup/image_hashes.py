@@ -102,15 +102,20 @@ def trim_border(image: Image.Image, tolerance: int = 6) -> Image.Image:
     return image if not (dx or dy) else image.crop((dx, dy, w - dx, h - dy))
 
 
-def _hash_thumbnail(pixels: np.ndarray) -> int:
-    """imagehash.phash of a 32x32 grey thumbnail, as an unsigned 64-bit integer (same bits as phash64)."""
+def hash_thumbnail(pixels: np.ndarray) -> int:
+    """imagehash.phash of a 32x32 grey thumbnail, as an unsigned 64-bit integer (same bits as phash64).
+
+    Bit for bit imagehash's steps with less Python around them (the shard writer runs this holding the GIL):
+    the median of the 64 coefficients is the mean of the sorted middle two."""
     import scipy.fftpack
 
     dct = scipy.fftpack.dct(scipy.fftpack.dct(pixels, axis=0), axis=1)[:8, :8]
-    return int(np.packbits((dct > np.median(dct)).ravel()).view(">u8")[0])
+    middle = np.sort(dct, axis=None)[31:33]
+    return int(np.packbits(dct > (middle[0] + middle[1]) / 2).view(">u8")[0])
 
 
-def _thumbnail(grey: Image.Image) -> np.ndarray:
+def thumbnail(grey: Image.Image) -> np.ndarray:
+    """The 32x32 thumbnail imagehash.phash hashes (grey input; Lanczos, as imagehash)."""
     return np.asarray(grey.resize((32, 32), Image.Resampling.LANCZOS))
 
 
@@ -143,14 +148,14 @@ def eval_variants(image: Image.Image) -> list[tuple[str, int]]:
     variants += [("crop_phash", b) for b in bases[1:]]
     codes = []
     for method, variant in variants:
-        thumb = _thumbnail(variant)
-        codes.append((method, _hash_thumbnail(thumb)))
-        codes.append(("mirror_phash" if method == "phash" else method, _hash_thumbnail(thumb[:, ::-1])))
+        thumb = thumbnail(variant)
+        codes.append((method, hash_thumbnail(thumb)))
+        codes.append(("mirror_phash" if method == "phash" else method, hash_thumbnail(thumb[:, ::-1])))
     # Shifted crops are not mirrored: a copy both flipped and cropped is rare, and mirroring would double
     # the index (and the lookup time and false-positive chances with it).
     for b in bases:
         for keep, ax, ay in CROPS:
-            codes.append(("crop_phash", _hash_thumbnail(_thumbnail(crop(b, keep, ax, ay)))))
+            codes.append(("crop_phash", hash_thumbnail(thumbnail(crop(b, keep, ax, ay)))))
     # Identical hashes (e.g. a symmetric image and its mirror) would only report the same item twice.
     seen, unique = set(), []
     for method, code in codes:

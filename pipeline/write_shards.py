@@ -20,13 +20,12 @@ from collections import Counter
 from dataclasses import dataclass
 
 import apache_beam as beam
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import scipy.fftpack
 from apache_beam.io.filesystems import FileSystems
 from PIL import Image
 
+from dedup import image_hashes
 from openwit import faults
 from openwit.files import write_atomically
 from pipeline import dns, fetch, politeness, resize, shard_card
@@ -143,7 +142,6 @@ def summarize(shard: int, rows: list[dict]) -> dict:
 # pHash is read from a JPEG decoded at a reduced scale, no smaller than this a side: twice imagehash's 32 px
 # thumbnail, so its Lanczos filter still averages real pixels (see phash_of_written).
 PHASH_DRAFT_SIDE = 64
-PHASH_THUMBNAIL, PHASH_BITS_SIDE = 32, 8  # imagehash.phash's defaults: hash_size 8, highfreq_factor 4
 
 
 def phash_of_written(data: bytes) -> str:
@@ -161,12 +159,8 @@ def phash_of_written(data: bytes) -> str:
     image = Image.open(io.BytesIO(data))
     if image.format == "JPEG":
         image.draft("L", (PHASH_DRAFT_SIDE, PHASH_DRAFT_SIDE))
-    # imagehash.phash from here on, bit for bit, with less Python around it (this runs holding the GIL): the
-    # median of 64 values is the mean of the middle two, the hex string the bits packed in row-major order.
-    pixels = np.asarray(image.convert("L").resize((PHASH_THUMBNAIL, PHASH_THUMBNAIL), Image.Resampling.LANCZOS))
-    dct = scipy.fftpack.dct(scipy.fftpack.dct(pixels, axis=0), axis=1)[:PHASH_BITS_SIDE, :PHASH_BITS_SIDE]
-    middle = np.sort(dct, axis=None)[dct.size // 2 - 1:dct.size // 2 + 1]
-    return np.packbits(dct > (middle[0] + middle[1]) / 2).tobytes().hex()
+    # imagehash.phash from here on, bit for bit (dedup/image_hashes.py).
+    return f"{image_hashes.hash_thumbnail(image_hashes.thumbnail(image.convert('L'))):016x}"
 
 
 def _detail(text: str | None) -> str | None:

@@ -35,7 +35,8 @@ from dedup.hamming_index import HammingIndex
 from openwit.errors import InputError
 
 FORMAT = "openwit-eval-index"
-VERSION = 3  # 2: thumbnails and aspect ratios for verification; 3: 64 px thumbnails in their aspect ratio
+VERSION = 4  # 2: thumbnails and aspect ratios for verification; 3: 64 px thumbnails in their aspect ratio;
+# 4: pre-filter signatures
 # Largest pHash distance retrieved as a candidate, and the verification's thresholds (dedup/verify.py);
 # chosen from the measured recall / false-positive curves in bench/RESULTS.md ("Verification at 64 px").
 DEFAULT_RADIUS = 12
@@ -74,12 +75,15 @@ class BuildReport:
     unhashed_examples: dict[str, list[str]] = field(default_factory=dict)
 
 
-def image_signals(image_bytes: bytes) -> tuple[bytes, np.ndarray, tuple[int, int], list[tuple[str, int]]]:
-    """What the index keeps of one eval image: (pixel sha256, verification thumbnail, (width, height), pHash
-    variants; none for tiny or flat images). Raises ValueError for bytes that are not a usable image."""
+def image_signals(image_bytes: bytes) -> tuple[bytes, np.ndarray, np.ndarray, tuple[int, int], list[tuple[str, int]]]:
+    """What the index keeps of one eval image: (pixel sha256, verification thumbnail, its pre-filter signature,
+    (width, height), pHash variants; none for tiny or flat images). Raises ValueError for bytes that are not a
+    usable image."""
     image = decode(image_bytes)
     variants = [] if min(image.size) < MIN_HASH_SIDE else image_hashes.eval_variants(image)
-    return image_hashes.pixel_sha256(image), verify.thumbnail(image), image.size, variants
+    thumb = verify.thumbnail(image)
+    return (image_hashes.pixel_sha256(image), thumb, verify.signatures(thumb, image.width / image.height),
+            image.size, variants)
 
 
 def _signals_or_error(image_bytes: bytes | None):
@@ -139,7 +143,7 @@ class EvalIndex:
     def __init__(self, eval_sets: list[str], item_set: np.ndarray, item_ids: list[str], item_sha: np.ndarray,
                  codes: np.ndarray, code_item: np.ndarray, code_method: np.ndarray,
                  captions: list[str], caption_item: np.ndarray, thumbs: np.ndarray, thumb_shapes: np.ndarray,
-                 aspects: np.ndarray, radius: int = DEFAULT_RADIUS,
+                 signatures: np.ndarray, aspects: np.ndarray, radius: int = DEFAULT_RADIUS,
                  caption_max_distance: float = caption_index.DEFAULT_MAX_DISTANCE,
                  min_colour: float = DEFAULT_MIN_COLOUR, min_pixels: float = DEFAULT_MIN_PIXELS,
                  min_edges: float = DEFAULT_MIN_EDGES):
@@ -156,6 +160,9 @@ class EvalIndex:
         # possibly a read-only memory map.
         self.thumbs = np.asanyarray(thumbs, dtype=np.uint8)
         self.thumb_shapes = np.asarray(thumb_shapes, dtype=np.int32).reshape(-1, 2)
+        # (items, SIGNATURE_BOXES, SIGNATURE_DIM) int8 pre-filter signatures (verify.signatures); possibly mapped.
+        self.signatures = np.asanyarray(signatures, dtype=np.int8).reshape(-1, verify.SIGNATURE_BOXES,
+                                                                          verify.SIGNATURE_DIM)
         self.aspects = np.asarray(aspects, dtype=np.float32)
         self.radius = int(radius)
         self.caption_max_distance = float(caption_max_distance)
@@ -197,7 +204,7 @@ class EvalIndex:
 
     @classmethod
     def _build(cls, eval_sets, pool, radius, caption_max_distance, min_colour, min_pixels, min_edges):
-        names, item_set, item_ids, item_sha, thumbs, shapes, aspects = [], [], [], [], [], [], []
+        names, item_set, item_ids, item_sha, thumbs, shapes, signatures, aspects = [], [], [], [], [], [], [], []
         codes, code_item, code_method, captions, caption_item = [], [], [], [], []
         report = BuildReport()
         for name, items in eval_sets:
@@ -216,13 +223,14 @@ class EvalIndex:
                     if len(examples) < 5:
                         examples.append(f"{item.eval_id}: {error}")
                     continue
-                sha, thumb, (width, height), variants = signals
+                sha, thumb, signature, (width, height), variants = signals
                 number = len(item_ids)
                 item_set.append(set_no)
                 item_ids.append(item.eval_id)
                 item_sha.append(np.frombuffer(sha, dtype=np.uint8))
                 thumbs.append(np.pad(thumb.ravel(), (0, verify.THUMB_PIXELS * 3 - thumb.size)))
                 shapes.append(thumb.shape[:2])
+                signatures.append(signature)
                 aspects.append(width / height)
                 if not variants:
                     reason = "tiny" if min(width, height) < MIN_HASH_SIDE else "flat"
@@ -244,7 +252,9 @@ class EvalIndex:
                     np.array(code_item, dtype=np.int32), np.array(code_method, dtype=np.uint8),
                     captions, np.array(caption_item, dtype=np.int32),
                     np.array(thumbs, dtype=np.uint8).reshape(-1, verify.THUMB_PIXELS * 3),
-                    np.array(shapes, dtype=np.int32).reshape(-1, 2), np.array(aspects, dtype=np.float32),
+                    np.array(shapes, dtype=np.int32).reshape(-1, 2),
+                    np.array(signatures, dtype=np.int8).reshape(-1, verify.SIGNATURE_BOXES, verify.SIGNATURE_DIM),
+                    np.array(aspects, dtype=np.float32),
                     radius, caption_max_distance, min_colour, min_pixels, min_edges)
         return index, report
 
@@ -262,7 +272,8 @@ class EvalIndex:
                  item_ids=np.array(self.item_ids, dtype=np.str_), item_sha=self.item_sha, codes=self.codes,
                  code_item=self.code_item, code_method=self.code_method,
                  captions=np.array(self.captions, dtype=np.str_), caption_item=self.caption_item,
-                 thumbs=self.thumbs, thumb_shapes=self.thumb_shapes, aspects=self.aspects)
+                 thumbs=self.thumbs, thumb_shapes=self.thumb_shapes, signatures=self.signatures,
+                 aspects=self.aspects)
         try:
             with FileSystems.create(path) as f:
                 f.write(buf.getvalue())
@@ -292,18 +303,19 @@ class EvalIndex:
                              "rebuild it with `openwit eval-index`") from e
         if meta.get("version") != VERSION:
             raise InputError(f"{path!r} is an eval index of format version {meta.get('version')}; this OpenWIT "
-                             f"reads version {VERSION} (64 px thumbnails that verify candidates). Re-run "
+                             f"reads version {VERSION} (thumbnails and signatures that verify candidates). Re-run "
                              "`openwit eval-index` on your eval sets to rebuild it.")
         try:
             methods = meta["methods"]
             # Method codes are positions in the list saved with the file, so reordering METHODS later
             # cannot silently relabel an old index.
             code_method = np.array([METHODS.index(m) for m in methods], dtype=np.uint8)[arrays["code_method"]]
-            thumbs = _memory_map(path, "thumbs") if local else None
+            mapped = {name: (_memory_map(path, name) if local else None) for name in ("thumbs", "signatures")}
+            mapped = {name: arrays[name] if array is None else array for name, array in mapped.items()}
             index = cls(meta["eval_sets"], arrays["item_set"], arrays["item_ids"].tolist(), arrays["item_sha"],
                        arrays["codes"], arrays["code_item"], code_method, arrays["captions"].tolist(),
-                       arrays["caption_item"], arrays["thumbs"] if thumbs is None else thumbs,
-                       arrays["thumb_shapes"], arrays["aspects"], meta["radius"], meta["caption_max_distance"],
+                       arrays["caption_item"], mapped["thumbs"], arrays["thumb_shapes"], mapped["signatures"],
+                       arrays["aspects"], meta["radius"], meta["caption_max_distance"],
                        meta["min_colour"], meta["min_pixels"], meta["min_edges"])
             arrays.close()
             return index
@@ -339,18 +351,12 @@ class EvalIndex:
             qpos, ids, dists = self._hamming.query_many(np.array(codes, dtype=np.uint64), self.radius)
             # Retrieval gives candidates; each (sample, item) pair is verified once, on pixels, and only
             # then are its hash matches recorded. Most samples have no candidate and cost no verification.
-            features, scores = {}, {}
-            for q, code_id, d in zip(qpos.tolist(), ids.tolist(), dists.tolist()):
-                sample, item = hashed[q], int(self.code_item[code_id])
-                if (sample, item) not in scores:
-                    if sample not in features:
-                        features[sample] = verify.sample_features(images[sample])
-                    scores[sample, item] = verify.verify(features[sample], self.thumbnail(item),
-                                                         self.aspects[item], self.min_colour, self.min_pixels,
-                                                         self.min_edges)
-                accepted, pair_score = scores[sample, item]
-                if accepted:
-                    add(sample, item, METHODS[self.code_method[code_id]], float(d), verify.METHOD, pair_score)
+            samples, items = np.array(hashed)[qpos], self.code_item[ids]
+            accepted = self._verified(images, samples, items)
+            for sample, item, code_id, d in zip(samples.tolist(), items.tolist(), ids.tolist(), dists.tolist()):
+                if (sample, item) in accepted:
+                    add(sample, item, METHODS[self.code_method[code_id]], float(d), verify.METHOD,
+                        accepted[sample, item])
         if self._captions is not None:
             for sample, caption in enumerate(captions):
                 if caption:
@@ -360,6 +366,30 @@ class EvalIndex:
                         for (item, method), found_as in found.items()),
                        key=lambda m: (m.eval_set, m.eval_id, m.method))
                 for found in best]
+
+    def _verified(self, images: list, samples: np.ndarray, items: np.ndarray) -> dict[tuple[int, int], float]:
+        """{(sample, item): score} of the retrieved pairs that pass verification. Per sample, the candidate
+        items are ranked by the pre-filter in one step; those below verify.PREFILTER are dropped and at most
+        verify.MAX_VERIFIED of the rest are verified on pixels, best first, each on the reading of the sample
+        (verify.sample_features) that the pre-filter found best."""
+        accepted = {}
+        if not len(samples):
+            return accepted
+        order = np.argsort(samples, kind="stable")
+        starts = np.flatnonzero(np.r_[True, np.diff(samples[order]) != 0])
+        for sample, pairs in zip(samples[order][starts].tolist(), np.split(order, starts[1:])):
+            candidates = np.unique(items[pairs])
+            features = verify.sample_features(images[sample])
+            scores, readings = verify.prefilter(verify.sample_signature(features), self.signatures[candidates],
+                                                self.aspects[candidates])
+            best = np.argsort(-scores, kind="stable")[:verify.MAX_VERIFIED]
+            best = best[scores[best] >= verify.PREFILTER]
+            for item, reading in zip(candidates[best].tolist(), readings[best].tolist()):
+                ok, score = verify.verify([features[reading]], self.thumbnail(item), self.aspects[item],
+                                          self.min_colour, self.min_pixels, self.min_edges)
+                if ok:
+                    accepted[sample, item] = score
+        return accepted
 
 
 def _memory_map(path: str, name: str) -> np.memmap | None:

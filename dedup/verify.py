@@ -380,6 +380,76 @@ def measure(sample: list, thumb: np.ndarray, aspect: float, min_colour: float) -
     return (colour, *agreement(*refine(sample, thumb, *found)))
 
 
+# ---- pre-filter ------------------------------------------------------------------------------------------
+# Against an eval set of flat graphics, pHash retrieval hands a sample hundreds of candidate items (icon pHashes
+# crowd: ~1,200 codes of a 5,000-icon index lie within 12 bits of a lookup), and the alignment above costs
+# ~0.4 ms per item and reading. The index therefore keeps a small signature per item: the 8x8 colour grid of a
+# few regions (the whole picture, its four 90% corners and 90% centre, and the square centre of each), so one
+# matrix product scores every candidate against the sample. A region of a 95% crop, or of a crop keeping any
+# share between, lies within 5% of a side (0.4 cell) of one of them. Only candidates scoring PREFILTER or more
+# are aligned, at most MAX_VERIFIED per sample, best first (bench/RESULTS.md, "Pre-filter").
+SIGNATURE_SIDE = 8
+SIGNATURE_BASES = ((1.0, 0.5, 0.5), (0.9, 0.0, 0.0), (0.9, 1.0, 0.0), (0.9, 0.0, 1.0), (0.9, 1.0, 1.0),
+                   (0.9, 0.5, 0.5))  # (share of each side kept, anchor x, anchor y)
+SIGNATURE_BOXES = 2 * len(SIGNATURE_BASES)  # each region, then its square centre
+SIGNATURE_DIM = SIGNATURE_SIDE * SIGNATURE_SIDE * 3
+PREFILTER = 0.8
+MAX_VERIFIED = 16
+
+
+def signature_boxes(aspect: float) -> np.ndarray:
+    """(SIGNATURE_BOXES, 4) regions (x0, x1, y0, y1) in 0..1 of an image of width/height `aspect`: the bases,
+    then the square centre of each (the base itself for a square image)."""
+    bases, squares = [], []
+    for keep, ax, ay in SIGNATURE_BASES:
+        x0, y0 = (1 - keep) * ax, (1 - keep) * ay
+        bases.append((x0, x0 + keep, y0, y0 + keep))
+        side = keep * min(aspect, 1.0)  # of the image's height; the square's width is side / aspect
+        cx, cy = x0 + keep / 2, y0 + keep / 2
+        squares.append((cx - side / aspect / 2, cx + side / aspect / 2, cy - side / 2, cy + side / 2))
+    return np.array(bases + squares, dtype=np.float64)
+
+
+def signatures(thumb: np.ndarray, aspect: float) -> np.ndarray:
+    """(SIGNATURE_BOXES, SIGNATURE_DIM) int8: each region's 8x8 colour grid as a unit vector (one mean removed,
+    as the alignment's), scaled so its largest entry is +-127."""
+    h, w = thumb.shape[:2]
+    image = np.ascontiguousarray(thumb, dtype=np.float32)
+    grids = np.stack([_resample(image, *_taps(y0, y1, SIGNATURE_SIDE, h), *_taps(x0, x1, SIGNATURE_SIDE, w))
+                      for x0, x1, y0, y1 in signature_boxes(aspect)])
+    unit = _normalise(grids)
+    return np.round(unit * (127 / np.maximum(np.abs(unit).max(axis=1, keepdims=True), 1e-6))).astype(np.int8)
+
+
+def sample_signature(sample: list) -> tuple[np.ndarray, np.ndarray]:
+    """(vectors (2 * readings, SIGNATURE_DIM), aspect of each): every reading's 8x8 grid as is and mirrored."""
+    cells = SAMPLE_SIDE // SIGNATURE_SIDE
+    grids, aspects = [], []
+    for _, aspect, fine in sample:
+        grid = fine.reshape(SIGNATURE_SIDE, cells, SIGNATURE_SIDE, cells, 3).mean(axis=(1, 3))
+        grids += [grid, grid[:, ::-1]]
+        aspects += [aspect, aspect]
+    return _normalise(np.stack(grids)), np.array(aspects, dtype=np.float64)
+
+
+def prefilter(signature: tuple[np.ndarray, np.ndarray], item_signatures: np.ndarray,
+              item_aspects: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, readings), both (items,): each candidate item's pre-filter score, the best correlation of the
+    sample's 8x8 grids with the item's regions of the sample's shape (as `_fitting_boxes` chooses them; all
+    when none fits), and the reading of the sample that scored it (the only one the alignment then tries)."""
+    vectors, sample_aspects = signature
+    stored = np.asarray(item_signatures, dtype=np.float32)  # (items, boxes, dim)
+    norms = np.sqrt(np.einsum("ibd,ibd->ib", stored, stored))
+    scores = (stored @ vectors.T) / np.maximum(norms, 1e-6)[:, :, None]  # (items, boxes, vectors)
+    shapes = np.empty((len(stored), SIGNATURE_BOXES))
+    shapes[:, :len(SIGNATURE_BASES)] = np.clip(np.asarray(item_aspects, dtype=np.float64), 0.2, 5.0)[:, None]
+    shapes[:, len(SIGNATURE_BASES):] = 1.0
+    fits = np.abs(np.log(shapes[:, :, None] / sample_aspects[None, None, :])) <= ASPECT_TOLERANCE
+    fits |= ~fits.any(axis=1, keepdims=True)  # no region of the sample's shape: try them all
+    best = np.where(fits, scores, -1.0).max(axis=1)  # (items, vectors)
+    return best.max(axis=1), best.argmax(axis=1) // 2
+
+
 def verify(sample: list, thumb: np.ndarray, aspect: float, min_colour: float, min_pixels: float,
            min_edges: float) -> tuple[bool, float]:
     """(accepted, score) of a candidate pair: accepted when its aligned colours correlate at min_colour or

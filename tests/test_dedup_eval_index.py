@@ -259,5 +259,6 @@ def test_workers_build_the_same_index_as_one_process(monkeypatch):
     many, report_many = EvalIndex.build([("s", items)], workers=2)
     assert report_many.rejected == report_one.rejected and sum(report_one.rejected["s"].values()) == 2
     assert report_many.items == report_one.items == {"s": 20}
-    for name in ("item_ids", "item_sha", "codes", "code_item", "code_method", "thumbs", "thumb_shapes", "aspects"):
+    for name in ("item_ids", "item_sha", "codes", "code_item", "code_method", "thumbs", "thumb_shapes", "signatures",
+                 "aspects"):
         assert np.array_equal(np.asarray(getattr(many, name)), np.asarray(getattr(one, name))), name

@@ -297,29 +297,6 @@ def refine(sample: list, thumb: np.ndarray, reading: int, box, mirrored: bool) -
     return cells, region
 
 
-def _across(masks: np.ndarray) -> np.ndarray:
-    """The (4, h, w) edge masks of `_edges` grown by 1 px across each edge: left and right for steps along a
-    row, up and down for steps along a column. A sharp step in the sample is spread over two pixels of the
-    eval thumbnail when it falls inside one (measured: a flag's stripe edge); along the edge nothing moves."""
-    out = masks.copy()
-    out[:2, :, 1:] |= masks[:2, :, :-1]
-    out[:2, :, :-1] |= masks[:2, :, 1:]
-    out[2:, 1:] |= masks[2:, :-1]
-    out[2:, :-1] |= masks[2:, 1:]
-    return out
-
-
-def _edges(grey: np.ndarray, step: float) -> np.ndarray:
-    """(4, h, w) masks of grey steps of at least `step` to the right or lower neighbour, rising and falling
-    apart: an edge only counts as found where the sample has one of the same orientation and sign (dense
-    letters of other words have edges of some kind everywhere within 1 px)."""
-    out = np.zeros((4, *grey.shape), bool)
-    dx, dy = np.diff(grey, axis=1), np.diff(grey, axis=0)
-    out[0, :, :-1], out[1, :, :-1] = dx >= step, dx <= -step
-    out[2, :-1], out[3, :-1] = dy >= step, dy <= -step
-    return out
-
-
 @numba.njit(nogil=True, cache=False)
 def _agreeing(cells, fitted, tolerance):
     """Share of the sample's pixels whose colour (max over channels) is within `tolerance` of the fitted eval
@@ -339,36 +316,122 @@ def _agreeing(cells, fitted, tolerance):
     return count / (h * w)
 
 
+@numba.njit(nogil=True, cache=False)
+def _steps(grey, i, j, step):
+    """Which of the 4 kinds of grey step (rising / falling to the right, rising / falling downwards) of at least
+    `step` pixel (i, j) starts, as bits 1, 2, 4, 8: an edge only counts as found where the sample has one of the
+    same orientation and sign (dense letters of other words have edges of some kind everywhere within 1 px)."""
+    h, w = grey.shape
+    bits = 0
+    if j + 1 < w:
+        d = grey[i, j + 1] - grey[i, j]
+        bits |= (d >= step) * 1 | (d <= -step) * 2
+    if i + 1 < h:
+        d = grey[i + 1, j] - grey[i, j]
+        bits |= (d >= step) * 4 | (d <= -step) * 8
+    return bits
+
+
+@numba.njit(nogil=True, cache=False)
+def _edge_score(cells, region, strong_step, found_step, min_edges):
+    """Share of the eval region's strong grey steps (of `strong_step`) that the sample has (of `found_step`):
+    1 in place; 1/2 one pixel across the edge (left or right for steps along a row, up or down for steps along
+    a column: a sharp step in the sample is spread over two thumbnail pixels when it falls inside one; along
+    the edge nothing moves), 0 otherwise. 1.0 when the region has fewer than `min_edges` strong steps."""
+    h, w = cells.shape[:2]
+    grey_s, grey_e = np.empty((h, w), np.float32), np.empty((h, w), np.float32)
+    for i in range(h):
+        for j in range(w):
+            grey_s[i, j] = (cells[i, j, 0] + cells[i, j, 1] + cells[i, j, 2]) / 3
+            grey_e[i, j] = (region[i, j, 0] + region[i, j, 1] + region[i, j, 2]) / 3
+    total, score = 0, 0.0
+    for i in range(h):
+        for j in range(w):
+            strong = _steps(grey_e, i, j, strong_step)
+            for k in range(4):
+                bit = 1 << k
+                if not strong & bit:
+                    continue
+                total += 1
+                if _steps(grey_s, i, j, found_step) & bit:
+                    score += 1.0
+                    continue
+                # across: columns j-1, j+1 for steps along a row (bits 1, 2), rows i-1, i+1 for the others
+                di, dj = (0, 1) if k < 2 else (1, 0)
+                for sign in (-1, 1):
+                    y, x = i + sign * di, j + sign * dj
+                    if 0 <= y < h and 0 <= x < w and _steps(grey_s, y, x, found_step) & bit:
+                        score += 0.5
+                        break
+    if total < min_edges:
+        return 1.0
+    return score / total
+
+
+@numba.njit(nogil=True, cache=False)
+def _fit(cells, region, low, high):
+    """(gain, offset) fitting the sample as gain * eval + offset on its unsaturated values (a brightened white
+    background stays 255), refitted without the worst quarter (overlay text), the gain clamped to low..high."""
+    s, e = cells.reshape(-1, 3), region.reshape(-1, 3)
+    n = s.shape[0]
+    use = np.empty(n, np.bool_)
+    for i in range(n):
+        use[i] = True
+        for c in range(3):
+            if not (4 < s[i, c] < 251):
+                use[i] = False
+    if use.sum() < 0.1 * n:
+        use[:] = True
+    a, b = 1.0, 0.0
+    residual = np.empty(n)
+    for _ in range(2):
+        m, es_sum, ss_sum = 0, 0.0, 0.0
+        for i in range(n):
+            if use[i]:
+                for c in range(3):
+                    es_sum += e[i, c]
+                    ss_sum += s[i, c]
+                m += 3
+        es_mean, ss_mean = es_sum / m, ss_sum / m
+        var, cov = 0.0, 0.0
+        for i in range(n):
+            if use[i]:
+                for c in range(3):
+                    var += (e[i, c] - es_mean) ** 2
+                    cov += (e[i, c] - es_mean) * (s[i, c] - ss_mean)
+        var, cov = var / m, cov / m
+        if var > 25.0:
+            a = min(max(cov / var, low), high)
+        b = ss_mean - a * es_mean
+        for i in range(n):
+            r = 0.0
+            for c in range(3):
+                r = max(r, abs(s[i, c] - min(max(a * e[i, c] + b, 0.0), 255.0)))
+            residual[i] = r
+        used = np.sort(residual[use])
+        position = 0.75 * (len(used) - 1)  # numpy's default (linear) quantile
+        lo = int(position)
+        q = used[lo] + (position - lo) * (used[min(lo + 1, len(used) - 1)] - used[lo])
+        for i in range(n):
+            use[i] = use[i] and residual[i] <= q
+    return a, b
+
+
 def agreement(cells: np.ndarray, region: np.ndarray, tolerance: float = PIXEL_TOLERANCE) -> tuple[float, float]:
     """(pixels, edges) of a sample against the aligned eval region, both (h, w, 3) on the same cells.
 
-    The gain and offset are fitted on the sample's unsaturated values (a brightened white background stays
-    255), refitted without the worst quarter (overlay text), and the gain clamped to GAINS; the fitted eval
-    pixels are clipped as the sample's were. An eval edge counts 1 when the sample has it in place, 1/2 when
-    1 px across (a sharp step falls between two thumbnail pixels), 0 otherwise: in place alone fails copies
-    whose stripe edge the thumbnail blurred over two pixels; 1 px alone passes dense letters of other words.
+    The gain and offset are fitted on the sample's unsaturated values, refitted without the worst quarter and
+    the gain clamped to GAINS (`_fit`); the fitted eval pixels are clipped as the sample's were. An eval edge
+    counts 1 when the sample has it in place, 1/2 when 1 px across (a sharp step falls between two thumbnail
+    pixels), 0 otherwise: in place alone fails copies whose stripe edge the thumbnail blurred over two pixels;
+    1 px alone passes dense letters of other words. The sample needs half the step (JPEG and resampling soften
+    it), scaled by the gain: a low gain must not hide the region's own edges (it would pass vacuously).
     """
-    s, e = cells.reshape(-1, 3), region.reshape(-1, 3)
-    use = np.all((s > 4) & (s < 251), axis=1)
-    if use.sum() < 0.1 * len(use):
-        use[:] = True
-    a, b = 1.0, float((s - e).mean())
-    for _ in range(2):
-        es, ss = e[use].ravel(), s[use].ravel()
-        var = float(es.var())
-        if var > 25.0:
-            a = float(np.clip(((es - es.mean()) * (ss - ss.mean())).mean() / var, *GAINS))
-        b = float(ss.mean() - a * es.mean())
-        residual = np.abs(s - np.clip(a * e + b, 0, 255)).max(axis=1)
-        use &= residual <= np.quantile(residual[use], 0.75)
+    cells, region = np.ascontiguousarray(cells, np.float32), np.ascontiguousarray(region, np.float32)
+    a, b = _fit(cells, region, *GAINS)
     fitted = np.clip(a * region + b, 0, 255).astype(np.float32)
-    pixels = _agreeing(cells, fitted, tolerance)
-    # The eval region's own edges: a low gain must not hide them (it would pass the test vacuously).
-    strong = _edges(region.mean(axis=2), EDGE_STEP)
-    if strong.sum() < MIN_EDGE_PIXELS:
-        return pixels, 1.0
-    found = _edges(cells.mean(axis=2), a * EDGE_STEP / 2)
-    return pixels, float((found[strong].mean() + _across(found)[strong].mean()) / 2)
+    return (_agreeing(cells, fitted, tolerance),
+            _edge_score(cells, region, EDGE_STEP, a * EDGE_STEP / 2, MIN_EDGE_PIXELS))
 
 
 def measure(sample: list, thumb: np.ndarray, aspect: float, min_colour: float) -> tuple[float, float, float]:

@@ -256,9 +256,18 @@ def _cut(thumb: np.ndarray, box, h: int, w: int) -> np.ndarray:
     return _resample(thumb, *_taps(y0, y1, h, th), *_taps(x0, x1, w, tw))
 
 
-def _ncc(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a - a.mean(), b - b.mean()
-    return float((a * b).sum() / max(np.sqrt((a * a).sum() * (b * b).sum()), 1e-3))
+@numba.njit(nogil=True, cache=False)
+def _ncc(a, b):
+    """Normalised cross-correlation of two float32 arrays of one shape (one mean each)."""
+    a, b = a.ravel(), b.ravel()
+    ma, mb = a.mean(), b.mean()
+    ab, aa, bb = 0.0, 0.0, 0.0
+    for i in range(a.size):
+        x, y = a[i] - ma, b[i] - mb
+        ab += x * y
+        aa += x * x
+        bb += y * y
+    return ab / max(np.sqrt(aa * bb), 1e-3)
 
 
 def refine(sample: list, thumb: np.ndarray, reading: int, box, mirrored: bool) -> tuple[np.ndarray, np.ndarray]:

@@ -6,10 +6,11 @@ Where things happen:
   pHash of stored variants of each eval image (mirror, square center crop, 95%/90% crops on a 5x5 grid).
 - hamming_index.py: multi-index Hamming search over the stored pHashes (exactly brute force, compiled):
   retrieval of candidates only.
-- verify.py: the second stage: each candidate pair is verified on pixels before it counts as a match: the
-  sample is aligned on the eval image's stored 64 px thumbnail (colour correlation over every crop/flip a copy
-  can show, then refined), and at the aligned region most of its pixels must agree in colour (after one gain
-  and offset) AND most of the region's strong edges must be found in it.
+- verify.py: the second stage: a stored 8x8 colour signature per eval item ranks a sample's candidates in
+  one matrix product (the pre-filter; the best 16 scoring 0.8+ go on), then each is verified on pixels
+  before it counts as a match: the sample is aligned on the eval image's stored 64 px thumbnail (colour
+  correlation over every crop/flip a copy can show, then refined), and at the aligned region most of its
+  pixels must agree in colour (after one gain and offset) AND most of the region's strong edges must be found.
 - caption_index.py: caption copies by MinHash LSH over word bigrams, confirmed by exact Jaccard.
 - eval_index.py: the index file (`EvalIndex.build/save/load`) and `lookup` (one sample) /
   `lookup_many` (a shard's samples at once, the fast path) returning `OverlapMatch` records.
@@ -18,5 +19,5 @@ Where things happen:
 
 Thresholds (pHash retrieval radius 12 bits; verification: colour 0.9, pixels 0.9, edges 0.8; caption
 distance 0.5) and their measured recall and false-positive rates are in bench/RESULTS.md, "Eval-set
-decontamination", "Retrieve, then verify" and "Verification at 64 px".
+decontamination", "Retrieve, then verify", "Verification at 64 px" and "Pre-filter".
 """

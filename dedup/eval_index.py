@@ -3,8 +3,9 @@
 A sample overlaps an eval item when
 - its decoded pixels are byte-identical ("sha256", distance 0);
 - its pHash is within `radius` bits of the pHash of the eval image or of a stored variant ("phash",
-  "mirror_phash", "crop_phash"; see dedup/image_hashes.py) AND the pair passes verification on pixels
-  (dedup/verify.py): aligned on the eval image's stored 64 px thumbnail, its colours correlate at
+  "mirror_phash", "crop_phash"; see dedup/image_hashes.py), the item is among the verify.MAX_VERIFIED best of
+  the sample's candidates by the pre-filter (scoring verify.PREFILTER or more) AND the pair passes verification
+  on pixels (dedup/verify.py): aligned on the eval image's stored 64 px thumbnail, its colours correlate at
   `min_colour` or more, at least `min_pixels` of its pixels agree and `min_edges` of the region's strong
   edges are found. The hash only retrieves candidates; flat graphics collide there by the thousand;
 - its caption is within `caption_max_distance` (1 - Jaccard of word bigrams) of one of the item's
@@ -13,7 +14,8 @@ A sample overlaps an eval item when
 Built by `openwit eval-index` (dedup/build_index.py). The file is a NumPy .npz (no pickle, so loading an
 index from someone else cannot run code) written through Beam's filesystems, so it may live on gs:// etc.
 It is stored uncompressed, so on a local disk the thumbnails (12 KiB per item: 1.2 GB for 100k items) are
-memory-mapped, not read: a lookup touches only its candidates' pages.
+memory-mapped, not read: a lookup touches only its candidates' pages (so are the pre-filter signatures, 2.3 KiB
+per item).
 """
 
 import io

@@ -131,7 +131,7 @@ def _region_taps(aspect_key: float, sample_aspect_key: float) -> tuple[np.ndarra
     return (*_sparse(rows), *_sparse(cols))
 
 
-@numba.njit(nogil=True, cache=False)
+@numba.njit(nogil=True, cache=True)
 def _best_region(thumb, row_idx, row_w, col_idx, col_w, sample):
     """The compiled coarse search: per region, the SIDE x SIDE grid (a cell averages 2-3 thumbnail pixels
     each way, so sparse taps are ~20x less work than dense matrices), laid out as `_normalise` lays it out,
@@ -169,7 +169,7 @@ def _best_region(thumb, row_idx, row_w, col_idx, col_w, sample):
     return best, best_region, best_mirror
 
 
-@numba.njit(nogil=True, cache=False)
+@numba.njit(nogil=True, cache=True)
 def _resample(image, row_idx, row_w, col_idx, col_w):
     """(h, w, 3) area average of `image` over the cells given by sparse row and column taps."""
     h, row_taps = row_idx.shape
@@ -256,7 +256,7 @@ def _cut(thumb: np.ndarray, box, h: int, w: int) -> np.ndarray:
     return _resample(thumb, *_taps(y0, y1, h, th), *_taps(x0, x1, w, tw))
 
 
-@numba.njit(nogil=True, cache=False)
+@numba.njit(nogil=True, cache=True)
 def _ncc(a, b):
     """Normalised cross-correlation of two float32 arrays of one shape (one mean each)."""
     a, b = a.ravel(), b.ravel()
@@ -306,7 +306,7 @@ def refine(sample: list, thumb: np.ndarray, reading: int, box, mirrored: bool) -
     return cells, region
 
 
-@numba.njit(nogil=True, cache=False)
+@numba.njit(nogil=True, cache=True)
 def _agreeing(cells, fitted, tolerance):
     """Share of the sample's pixels whose colour (max over channels) is within `tolerance` of the fitted eval
     pixel at the same place or one of its 8 neighbours (1 px of misalignment or resampling blur)."""
@@ -325,7 +325,7 @@ def _agreeing(cells, fitted, tolerance):
     return count / (h * w)
 
 
-@numba.njit(nogil=True, cache=False)
+@numba.njit(nogil=True, cache=True)
 def _steps(grey, i, j, step):
     """Which of the 4 kinds of grey step (rising / falling to the right, rising / falling downwards) of at least
     `step` pixel (i, j) starts, as bits 1, 2, 4, 8: an edge only counts as found where the sample has one of the
@@ -341,7 +341,7 @@ def _steps(grey, i, j, step):
     return bits
 
 
-@numba.njit(nogil=True, cache=False)
+@numba.njit(nogil=True, cache=True)
 def _edge_score(cells, region, strong_step, found_step, min_edges):
     """Share of the eval region's strong grey steps (of `strong_step`) that the sample has (of `found_step`):
     1 in place; 1/2 one pixel across the edge (left or right for steps along a row, up or down for steps along
@@ -377,7 +377,7 @@ def _edge_score(cells, region, strong_step, found_step, min_edges):
     return score / total
 
 
-@numba.njit(nogil=True, cache=False)
+@numba.njit(nogil=True, cache=True)
 def _fit(cells, region, low, high):
     """(gain, offset) fitting the sample as gain * eval + offset on its unsaturated values (a brightened white
     background stays 255), refitted without the worst quarter (overlay text), the gain clamped to low..high."""

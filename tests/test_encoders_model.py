@@ -95,7 +95,11 @@ def test_gradients_equal_open_clip(pair):
         model.eval()
     assert grads[0].keys() == grads[1].keys()
     for name in grads[1]:
-        torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-4, atol=1e-5, msg=name)
+        # A BN bias's gradient sums a whole batch of activations in float32, in an order the CPU's kernels choose:
+        # 1.5e-5 apart on gradients of 2.3 (6e-6 of the tensor's scale) on some machines. The tolerance follows
+        # the tensor's scale; a wrong graph is off by the order of the gradient itself.
+        scale = grads[1][name].abs().max().item()
+        torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-4, atol=1e-5 * (1 + scale), msg=name)
 
 
 def test_bf16_autocast_close_to_open_clip_and_fp32(pair):

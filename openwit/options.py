@@ -94,8 +94,8 @@ def parse_pipeline_options(argv: list[str], options_cls: type, prog: str) -> Pip
 
 
 # A build worker keeps about this many cores busy on its own: its shard writer decodes, resizes, encodes and
-# hashes in a thread pool (one thread per core) and Pillow releases the GIL for that work (~3/4 of the CPU per
-# image); the Python rest holds it. Each worker process costs ~4 CPU-s to start (Beam + the pipeline imported),
+# hashes in a thread pool (a thread per core, and one more) and Pillow releases the GIL for that work (~3/4 of the
+# CPU per image); the Python rest holds it. Each worker process costs ~4 CPU-s to start (Beam + the pipeline imported),
 # so on 2 cores one in-process worker was faster and cheaper end to end (bench/RESULTS.md).
 CORES_PER_WORKER = 2
 
@@ -106,7 +106,7 @@ def default_workers(cores: int) -> int:
 
 def use_every_core(options: PipelineOptions, argv: list[str]) -> None:
     """Locally, one worker process per CORES_PER_WORKER cores unless --direct_num_workers says otherwise (1: all
-    in this process; each worker also runs a thread per core)."""
+    in this process; each worker also runs a thread per core, and one more)."""
     def given(name):
         return any(arg == name or arg.startswith(name + "=") for arg in argv)
 

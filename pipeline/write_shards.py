@@ -82,7 +82,7 @@ class ShardConfig:
     image: resize.ImageOptions
     eval_index: str | None = None
     decontaminate: str = "drop"
-    threads: int = 0  # decode/resize threads per worker; 0 = one per core
+    threads: int = 0  # decode/resize threads per worker; 0 = default_threads()
     progress_dir: str | None = None  # local runs: where shards report progress for the launcher's bar
 
 
@@ -183,6 +183,15 @@ def phash_of_written_jpeg(data: bytes, size: tuple[int, int]) -> str:
     return f"{image_hashes.hash_thumbnail(image_hashes.thumbnail(luma)):016x}"
 
 
+def default_threads() -> int:
+    """Decode threads of a worker: one per core, and one more. Decode, resize, encode (into a file: see
+    resize._encode) and the pHash decode release the GIL, the Python around them and the fetch loop hold it, so
+    at any moment one thread is usually queued for the GIL: with a thread per core, a core idles meanwhile
+    (~1.45 of 2 cores busy); with one more, ~1.7. A whole 10k-URL build on 2 cores: ~14% less wall time, the
+    same CPU; a fourth thread was slower again (bench/RESULTS.md, Speed pass 4)."""
+    return (os.cpu_count() or 1) + 1
+
+
 def _detail(text: str | None) -> str | None:
     return None if text is None else text[:ERROR_DETAIL_MAX_CHARS]
 
@@ -202,7 +211,7 @@ class ShardBuilder:
 
     def __init__(self, config: ShardConfig):
         self.config = config
-        self.pool = concurrent.futures.ThreadPoolExecutor(config.threads or os.cpu_count() or 1)
+        self.pool = concurrent.futures.ThreadPoolExecutor(config.threads or default_threads())
         self.robots = politeness.RobotsCache()  # kept across this worker's shards
         self.dns = dns.DnsCache()  # likewise: a host's neighbouring shards often land on the same worker
         self.eval_index = None

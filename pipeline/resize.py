@@ -257,9 +257,13 @@ def _encode_file():
     Why a file: Pillow encodes into a real file descriptor with the GIL released (ImageFile._save ->
     encode_to_file), but into a BytesIO chunk by chunk with the GIL held, ~0.2 ms per 256 px JPEG during which
     the other decode threads and the fetch loop wait. The bytes are the same either way."""
-    f = getattr(_scratch, "file", None)
-    if f is None and hasattr(os, "memfd_create"):
-        f = _scratch.file = open(os.memfd_create("openwit-encode", os.MFD_CLOEXEC), "w+b", buffering=0)
+    f = getattr(_scratch, "file", False)
+    if f is False:
+        try:
+            f = open(os.memfd_create("openwit-encode", os.MFD_CLOEXEC), "w+b", buffering=0)
+        except (AttributeError, OSError):  # no memfd here (not Linux, a sandbox, out of descriptors)
+            f = None
+        _scratch.file = f
     return f
 
 

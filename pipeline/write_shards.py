@@ -172,7 +172,10 @@ def phash_of_written_jpeg(data: bytes, size: tuple[int, int]) -> str:
     scale = min(w // PHASH_DRAFT_SIDE, h // PHASH_DRAFT_SIDE)
     s = next((s for s in (8, 4, 2) if scale >= s), 1)  # JpegImageFile.draft's choice
     luma = Image.new("L", ((w + s - 1) // s, (h + s - 1) // s))
-    decoder = Image._getdecoder("L", "jpeg", ("L", ""), (s, 0))
+    try:
+        decoder = Image._getdecoder("L", "jpeg", ("L", ""), (s, 0))  # Pillow's own (private) decoder factory
+    except Exception:  # a Pillow without it: the slow path gives the same hash
+        return phash_of_written(data)
     try:
         decoder.setimage(luma.im, (0, 0, *luma.size))
         consumed, error = decoder.decode(data)

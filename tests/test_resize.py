@@ -286,3 +286,17 @@ def test_encoding_through_the_thread_file_gives_the_bytes_pillow_writes_to_memor
     check()
     with ThreadPoolExecutor(1) as other:  # another thread, another file
         other.submit(check).result()
+
+
+def test_encoding_without_memfd_falls_back_to_memory(monkeypatch):
+    import os
+
+    from pipeline import resize
+
+    def refuse(*args):
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(os, "memfd_create", refuse)
+    monkeypatch.setattr(resize, "_scratch", __import__("threading").local())
+    result = process_image(encode(halves((120, 80))), ImageOptions(image_size=64))
+    assert result.data == encode(result.image, "JPEG", quality=95)

@@ -141,8 +141,10 @@ def main() -> None:
         pairs, queries = write_input(base, names, a.urls)
         figures = {}
         for run in range(a.runs):
-            # Interleaved: drift hits every tool.
-            for tool, cmd in commands(pairs, queries, "{out}", cores, a.baseline).items():
+            # Interleaved, so drift hits every tool, and in a rotating order: a run right after img2dataset's
+            # (2 processes x 64 threads) measured slower than the same code in the next slot (RESULTS.md, Speed pass 4).
+            tools = list(commands(pairs, queries, "{out}", cores, a.baseline).items())
+            for tool, cmd in tools[run % len(tools):] + tools[:run % len(tools)]:
                 if a.only is not None and tool not in a.only.split(","):
                     continue
                 out = os.path.join(WORK, f"out-{tool}")

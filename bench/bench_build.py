@@ -8,8 +8,9 @@ Each tool runs as its own command in a fresh process, start-up included, with ev
 default, a worker process per two cores, each with a decode thread per core and one more; img2dataset:
 --processes_count = cores, 64 threads each), the same input (a Parquet table of url + caption), image size
 256, resize mode border, jpg quality 95, 10 s timeout, no retries, 1,000 samples per shard. The web is
-bench_fetch.py's: a few hundred photo-like JPEGs served by nginx on 127.0.0.1 under distinct URLs. CPU is user + system time of the command and every process it waited for;
-peak RSS is the largest of those processes' (a worker's). img2dataset runs from its own venv:
+bench_fetch.py's: a few hundred photo-like JPEGs served by nginx on 127.0.0.1 under distinct URLs. CPU is
+user + system time of the command and every process it waited for; peak RSS is the largest of those processes'
+(a worker's). img2dataset runs from its own venv:
 
     python3.11 -m venv bench/work/i2d-venv && bench/work/i2d-venv/bin/pip install img2dataset==1.47.0
     apt-get install nginx-light

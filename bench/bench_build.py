@@ -2,13 +2,15 @@
 
     python bench/bench_build.py [--urls 10000] [--runs 3]
     python bench/bench_build.py --memory 2000,20000 --only openwit     # peak RSS per worker as input grows
+    python bench/bench_build.py --baseline DIR   # also another OpenWIT source tree (git archive REV | tar -x -C DIR)
 
 Each tool runs as its own command in a fresh process, start-up included, with every core (OpenWIT: its
-default, a worker process per two cores, each with a decode thread per core; img2dataset: --processes_count = cores, 64 threads each), the same input
-(a Parquet table of url + caption), image size 256, resize mode border, jpg quality 95, 10 s timeout, no
-retries, 1,000 samples per shard. The web is bench_fetch.py's: a few hundred photo-like JPEGs served by nginx
-on 127.0.0.1 under distinct URLs. CPU is user + system time of the command and every process it waited for;
-peak RSS is the largest of those processes' (a worker's). img2dataset runs from its own venv:
+default, a worker process per two cores, each with a decode thread per core and one more; img2dataset:
+--processes_count = cores, 64 threads each), the same input (a Parquet table of url + caption), image size
+256, resize mode border, jpg quality 95, 10 s timeout, no retries, 1,000 samples per shard. The web is
+bench_fetch.py's: a few hundred photo-like JPEGs served by nginx on 127.0.0.1 under distinct URLs. CPU is
+user + system time of the command and every process it waited for; peak RSS is the largest of those processes'
+(a worker's). img2dataset runs from its own venv:
 
     python3.11 -m venv bench/work/i2d-venv && bench/work/i2d-venv/bin/pip install img2dataset==1.47.0
     apt-get install nginx-light
@@ -66,21 +68,27 @@ def peak_rss_mib(cmd: list[str]) -> float:
 
 
 def successes(tool: str, out: str) -> int:
-    if tool == "openwit":
+    if tool in ("openwit", "baseline"):
         with open(os.path.join(out, "stats.json")) as f:
             return json.load(f)["kept"]
     return sum(json.load(open(p))["successes"] for p in glob.glob(os.path.join(out, "*_stats.json")))
 
 
-def commands(pairs: str, queries: str, out: str, cores: int) -> dict[str, list[str]]:
-    return {
-        "openwit": [OPENWIT, "build", "--pairs", pairs, "--queries", queries, "--output", out,
+def commands(pairs: str, queries: str, out: str, cores: int, baseline: str | None = None) -> dict[str, list[str]]:
+    build = ["build", "--pairs", pairs, "--queries", queries, "--output", out,
                     "--image-size", "256", "--resize-mode", "border", "--encode-format", "jpg",
                     "--encode-quality", "95", "--fetch-timeout", "10", "--retries", "0",
                     "--samples-per-shard", "1000", "--allow-private-addresses",
                     # img2dataset has no per-host cap; ours (8) would be split over the 10 shards of this one-host
                     # web, one connection each. (Measured: no difference on loopback, 2,000 URLs.)
-                    "--per-host-concurrency", "1024"],
+                    "--per-host-concurrency", "1024"]
+    tools = {"openwit": [OPENWIT, *build]}
+    if baseline:
+        # The same venv, another version of our code: `python -m openwit` with that tree first on sys.path
+        # (ahead of this checkout's editable install), run by env.
+        tools["baseline"] = ["env", f"PYTHONPATH={os.path.abspath(baseline)}", sys.executable, "-m", "openwit",
+                             *build]
+    return {**tools,
         "img2dataset": [I2D, "--url_list", pairs, "--input_format", "parquet", "--url_col", "url",
                         "--caption_col", "caption", "--output_folder", out, "--output_format", "webdataset",
                         "--image_size", "256", "--resize_mode", "border", "--encode_format", "jpg",
@@ -107,7 +115,9 @@ def main() -> None:
     p.add_argument("--urls", type=int, default=10000)
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--images", type=int, default=300, help="distinct image files behind the URLs")
-    p.add_argument("--only", choices=["openwit", "img2dataset"])
+    p.add_argument("--only", help="comma-separated tools to run: openwit, baseline, img2dataset (default: all)")
+    p.add_argument("--baseline", help="source tree of another OpenWIT version, timed too (interleaved), as "
+                                      "'baseline'")
     p.add_argument("--memory", help="comma-separated input sizes: peak RSS per worker of each (one run each)")
     a = p.parse_args()
     cores = os.cpu_count() or 1
@@ -121,8 +131,8 @@ def main() -> None:
         if a.memory:
             for n in (int(x) for x in a.memory.split(",")):
                 pairs, queries = write_input(base, names, n)
-                for tool, cmd in commands(pairs, queries, "{out}", cores).items():
-                    if a.only in (None, tool):
+                for tool, cmd in commands(pairs, queries, "{out}", cores, a.baseline).items():
+                    if a.only is None or tool in a.only.split(","):
                         out = os.path.join(WORK, f"out-{tool}")
                         shutil.rmtree(out, ignore_errors=True)
                         rss = peak_rss_mib([c.replace("{out}", out) for c in cmd])
@@ -132,8 +142,11 @@ def main() -> None:
         pairs, queries = write_input(base, names, a.urls)
         figures = {}
         for run in range(a.runs):
-            for tool, cmd in commands(pairs, queries, "{out}", cores).items():  # interleaved: drift hits both
-                if a.only not in (None, tool):
+            # Interleaved, so drift hits every tool, and in a rotating order: a run right after img2dataset's
+            # (2 processes x 64 threads) measured slower than the same code in the next slot (RESULTS.md, Speed pass 4).
+            tools = list(commands(pairs, queries, "{out}", cores, a.baseline).items())
+            for tool, cmd in tools[run % len(tools):] + tools[:run % len(tools)]:
+                if a.only is not None and tool not in a.only.split(","):
                     continue
                 out = os.path.join(WORK, f"out-{tool}")
                 shutil.rmtree(out, ignore_errors=True)
@@ -155,7 +168,13 @@ def main() -> None:
         costs[tool] = statistics.median(1000 * r["cpu_seconds"] / r["successes"] for r in runs)
         print(f"{tool}: median {rates[tool]:.0f} img/s ({', '.join(f'{x:.0f}' for x in each)}); "
               f"median {costs[tool]:.1f} CPU-ms per image")
-    if len(rates) == 2:
+    if "baseline" in rates:
+        print(f"ratio openwit / baseline: {rates['openwit'] / rates['baseline']:.2f}x images/s, "
+              f"{costs['baseline'] / costs['openwit']:.2f}x less CPU per image")
+    if "baseline" in rates and "img2dataset" in rates:
+        print(f"ratio baseline / img2dataset: {rates['baseline'] / rates['img2dataset']:.2f}x images/s, "
+              f"{costs['img2dataset'] / costs['baseline']:.2f}x less CPU per image")
+    if "openwit" in rates and "img2dataset" in rates:
         print(f"ratio openwit / img2dataset: {rates['openwit'] / rates['img2dataset']:.2f}x images/s, "
               f"{costs['img2dataset'] / costs['openwit']:.2f}x less CPU per image")
 

@@ -73,7 +73,7 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--images", type=int, default=300, help="distinct image files behind the URLs")
     p.add_argument("--samples-per-shard", type=int, default=10000, help="OpenWIT shard size (its default)")
-    p.add_argument("--threads", type=int, default=0, help="OpenWIT decode threads (0: one per core)")
+    p.add_argument("--threads", type=int, default=0, help="OpenWIT decode threads (0: cores + 1)")
     p.add_argument("--i2d-processes", type=int, default=2)
     p.add_argument("--i2d-threads", type=int, default=64)
     p.add_argument("--only", choices=["openwit", "img2dataset"])

@@ -102,7 +102,7 @@ class BuildWitOptions(OutputOptions, PipelineOptions):
         image.add_argument("--max-aspect-ratio", type=float, default=None,
                            help="longer side / shorter side above this is rejected (default: no limit)")
         image.add_argument("--samples-per-shard", type=int, default=10000)
-        image.add_argument("--threads", type=int, default=0, help="decode/resize threads per worker (0: cores)")
+        image.add_argument("--threads", type=int, default=0, help="decode/resize threads per worker (0: cores + 1)")
 
         web = parser.add_argument_group("fetching")
         # "fetch-" names: Beam's own --timeout (DaskOptions) and --user_agent (SetupOptions) share their dests.

@@ -312,6 +312,8 @@ class Fetcher:
     async def _read_body(self, resp: aiohttp.ClientResponse, kind: str, limit: int) -> bytes:
         """Stream the body; abort at `limit` (robots.txt: keep the first `limit` bytes) and, for images, as
         soon as the first bytes show it is not an image, so an HTML error page costs one chunk."""
+        if kind == "image" and resp.content_length is not None and not resp.headers.get("Content-Encoding"):
+            return await self._read_declared_body(resp)
         body = bytearray()
         sniffed = kind != "image"
         async for chunk in resp.content.iter_chunked(_CHUNK):
@@ -326,6 +328,21 @@ class Fetcher:
         if not sniffed:
             self._check_image(body, resp.status)
         return bytes(body)
+
+    async def _read_declared_body(self, resp: aiohttp.ClientResponse) -> bytes:
+        """An image body of a declared length (already checked against the cap) and not content-encoded, so
+        the HTTP parser stops at exactly that many bytes: the first bytes that arrive are sniffed, the rest
+        read in one call (aiohttp joins its buffered pieces once). The chunked loop of _read_body costs a
+        round of StreamReader and async-iterator Python per 64 KiB, ~0.08 ms more per 118 KiB image."""
+        head = await resp.content.readany()
+        while len(head) < SNIFF_BYTES:
+            more = await resp.content.readany()
+            if not more:
+                break
+            head += more
+        self._check_image(head, resp.status)
+        rest = await resp.content.read()
+        return head + rest if rest else head
 
     @staticmethod
     def _check_image(body: bytearray, status: int) -> None:

@@ -82,7 +82,7 @@ class ShardConfig:
     image: resize.ImageOptions
     eval_index: str | None = None
     decontaminate: str = "drop"
-    threads: int = 0  # decode/resize threads per worker; 0 = one per core
+    threads: int = 0  # decode/resize threads per worker; 0 = default_threads()
     progress_dir: str | None = None  # local runs: where shards report progress for the launcher's bar
 
 
@@ -163,6 +163,38 @@ def phash_of_written(data: bytes) -> str:
     return f"{image_hashes.hash_thumbnail(image_hashes.thumbnail(image.convert('L'))):016x}"
 
 
+def phash_of_written_jpeg(data: bytes, size: tuple[int, int]) -> str:
+    """phash_of_written of a colour JPEG that resize.process_image encoded, whose size is known: the same
+    decode (libjpeg's luma at the same DCT scale, what Image.open + draft("L") + load ask of it), without
+    Pillow's Python parsing of the file's headers (its quantization tables are read value by value, ~0.1 ms
+    a file with the GIL held). Any surprise falls back to phash_of_written."""
+    w, h = size
+    scale = min(w // PHASH_DRAFT_SIDE, h // PHASH_DRAFT_SIDE)
+    s = next((s for s in (8, 4, 2) if scale >= s), 1)  # JpegImageFile.draft's choice
+    luma = Image.new("L", ((w + s - 1) // s, (h + s - 1) // s))
+    try:
+        decoder = Image._getdecoder("L", "jpeg", ("L", ""), (s, 0))  # Pillow's own (private) decoder factory
+    except Exception:  # a Pillow without it: the slow path gives the same hash
+        return phash_of_written(data)
+    try:
+        decoder.setimage(luma.im, (0, 0, *luma.size))
+        consumed, error = decoder.decode(data)
+    finally:
+        decoder.cleanup()
+    if consumed >= 0 or error < 0:  # wanted more bytes, or failed: not the file we wrote
+        return phash_of_written(data)
+    return f"{image_hashes.hash_thumbnail(image_hashes.thumbnail(luma)):016x}"
+
+
+def default_threads() -> int:
+    """Decode threads of a worker: one per core, and one more. Decode, resize, encode (into a file: see
+    resize._encode) and the pHash decode release the GIL, the Python around them and the fetch loop hold it, so
+    at any moment one thread is usually queued for the GIL: with a thread per core, a core idles meanwhile
+    (~1.45 of 2 cores busy); with one more, ~1.7. A whole 10k-URL build on 2 cores: ~14% less wall time, the
+    same CPU; a fourth thread was slower again (bench/RESULTS.md, Speed pass 4)."""
+    return (os.cpu_count() or 1) + 1
+
+
 def _detail(text: str | None) -> str | None:
     return None if text is None else text[:ERROR_DETAIL_MAX_CHARS]
 
@@ -182,7 +214,7 @@ class ShardBuilder:
 
     def __init__(self, config: ShardConfig):
         self.config = config
-        self.pool = concurrent.futures.ThreadPoolExecutor(config.threads or os.cpu_count() or 1)
+        self.pool = concurrent.futures.ThreadPoolExecutor(config.threads or default_threads())
         self.robots = politeness.RobotsCache()  # kept across this worker's shards
         self.dns = dns.DnsCache()  # likewise: a host's neighbouring shards often land on the same worker
         self.eval_index = None
@@ -295,7 +327,9 @@ class ShardBuilder:
         # Hash and verify what is written, not the in-memory image: encoding (JPEG q95 by default) changes
         # pixels, and a user checking a shard against an eval set hashes the file.
         row.update(width=image.width, height=image.height, original_width=image.original_width,
-                   original_height=image.original_height, phash=phash_of_written(image.data))
+                   original_height=image.original_height,
+                   phash=phash_of_written_jpeg(image.data, (image.width, image.height)) if image.ext == "jpg"
+                   else phash_of_written(image.data))
         if self.eval_index is not None:
             written = Image.open(io.BytesIO(image.data)).convert("RGB")
             matches = self.eval_index.lookup(written, candidate["caption"])

@@ -7,6 +7,7 @@ without holding more than the byte cap.
 import asyncio
 import gzip
 import socket
+import time
 import tracemalloc
 
 import pytest
@@ -152,6 +153,33 @@ def test_connection_cut_mid_body_is_a_connection_error():
 
     [r] = fetch_all({"/cut": cut}, ["/cut"])
     assert r.reason == "connection_error"
+
+
+def test_a_declared_body_that_is_no_image_is_refused_on_its_first_bytes():
+    # Bodies of a declared length are read in one call after a look at the first bytes: an HTML page that
+    # says it is 900 KB and then goes silent ends in not_an_image at once, not in a wait for the rest.
+    async def page_then_silence(request):
+        resp = web.StreamResponse(headers={"Content-Type": "image/jpeg"})
+        resp.content_length = 900_000
+        await resp.prepare(request)
+        await resp.write(b"<!DOCTYPE html><html><body>")
+        await asyncio.sleep(10)
+        return resp
+
+    async def image_in_pieces(request):  # the magic number split over writes: sniffed once it is all there
+        resp = web.StreamResponse(headers={"Content-Type": "image/jpeg"})
+        resp.content_length = len(JPEG)
+        await resp.prepare(request)
+        for start in (0, 2, 5, 4096):
+            await resp.write(JPEG[start:{0: 2, 2: 5, 5: 4096}.get(start)])
+            await asyncio.sleep(0.05)
+        return resp
+
+    started = time.monotonic()
+    html, ok = fetch_all({"/p": page_then_silence, "/i": image_in_pieces}, ["/p", "/i"], timeout_s=5.0,
+                         stall_timeout_s=5.0)
+    assert time.monotonic() - started < 3
+    assert html.reason == "not_an_image" and ok.reason is None and ok.body == JPEG
 
 
 def test_closed_port_is_a_connection_error():

@@ -117,3 +117,24 @@ def test_fetch_options_reach_the_fetcher_under_their_new_names():
                                  "--fetch-user-agent", "bot/1"])
     fetch = build_wit.fetch_options(o)
     assert (fetch.timeout_s, fetch.user_agent) == (7, "bot/1")
+
+
+def test_views_are_made_once_and_share_every_value():
+    # OutputOptions.view_as caches one view per class (Beam re-parses the command line for each view): views
+    # must still read and write the one set of values, and pickle without the cache.
+    import pickle
+
+    from apache_beam.options.pipeline_options import StandardOptions, TypeOptions
+
+    o = build_wit.parse_options(["--pairs", "p.parquet", "--queries", "q.txt", "--output", "out",
+                                 "--image-size", "128"])
+    assert o.view_as(TypeOptions) is o.view_as(TypeOptions)
+    o.view_as(StandardOptions).runner = "SomeRunner"
+    assert o.view_as(StandardOptions).runner == "SomeRunner" == o.get_all_options()["runner"]
+    o.view_as(TypeOptions).pipeline_type_check = False
+    assert o.get_all_options()["pipeline_type_check"] is False
+    copy = pickle.loads(pickle.dumps(o))
+    assert "_views" not in copy.__dict__ and copy.image_size == 128
+    assert copy.view_as(StandardOptions).runner == "SomeRunner"
+    copy.view_as(StandardOptions).runner = "Other"
+    assert o.view_as(StandardOptions).runner == "SomeRunner"  # the copy has its own values

@@ -267,3 +267,36 @@ def test_mangled_files_are_rejected_or_decoded_never_crash(fmt, cut, flips):
         assert e.reason in REASONS
     else:
         assert out.image.size == (32, 32) and out.image.mode == "RGB"
+
+
+def test_encoding_through_the_thread_file_gives_the_bytes_pillow_writes_to_memory():
+    # _encode writes into a per-thread memfd (the GIL is released while encoding into a file descriptor):
+    # the same bytes as a BytesIO, also for a smaller image after a larger one (nothing left of the longer file).
+    from concurrent.futures import ThreadPoolExecutor
+
+    def check():
+        for side in (300, 40, 200, 8):
+            for fmt, quality in (("jpg", 95), ("webp", 80), ("png", 6), ("jpg", 30)):
+                result = process_image(encode(halves((side, side // 2 + 1))),
+                                       ImageOptions(image_size=side, encode_format=fmt, encode_quality=quality))
+                name = {"jpg": "JPEG", "webp": "WEBP", "png": "PNG"}[fmt]
+                params = {"compress_level": quality} if fmt == "png" else {"quality": quality}
+                assert result.data == encode(result.image, name, **params)
+
+    check()
+    with ThreadPoolExecutor(1) as other:  # another thread, another file
+        other.submit(check).result()
+
+
+def test_encoding_without_memfd_falls_back_to_memory(monkeypatch):
+    import os
+
+    from pipeline import resize
+
+    def refuse(*args):
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(os, "memfd_create", refuse)
+    monkeypatch.setattr(resize, "_scratch", __import__("threading").local())
+    result = process_image(encode(halves((120, 80))), ImageOptions(image_size=64))
+    assert result.data == encode(result.image, "JPEG", quality=95)

@@ -108,3 +108,16 @@ def test_shard_dofn_tunes_the_collector_for_its_run_and_restores_it(tmp_path):
     finally:
         fn.teardown()
     assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+
+
+@pytest.mark.parametrize("size", [(256, 256), (256, 170), (170, 256), (256, 64), (100, 256), (63, 63), (1, 1),
+                                  (3, 500), (512, 512)])
+def test_phash_of_written_jpeg_is_phash_of_written_without_the_header_parse(size):
+    # The shard writer's fast path decodes its own JPEGs with the decoder and scale Image.open + draft use.
+    for seed in range(3):
+        written = resize.process_image(png(photo(seed, size)), resize.ImageOptions(resize_mode="no")).data
+        assert write_shards.phash_of_written_jpeg(written, size) == write_shards.phash_of_written(written)
+    # A file cut short is not what the fast path expects: it falls back, and fails as phash_of_written fails.
+    if size == (512, 512):
+        with pytest.raises(OSError):
+            write_shards.phash_of_written_jpeg(written[: len(written) // 2], size)

@@ -7,7 +7,9 @@ Images come from packages only (bench/fetch_dedup_photos.sh, then bench/render_i
 - emoji and flags: the Noto colour emoji font (flags are its regional-indicator pairs);
 - text and charts: text on a plain colour and bar charts, drawn here.
 Each kind is split by a stable hash: most of it forms the eval set, the rest is the unrelated background.
-Eval sets of 1k and 10k items are nested (the 1k set is a part of the 10k one).
+Eval sets of 1k and 10k items are nested (the 1k set is a part of the 10k one). The pool holds ~11k real eval
+items; `--generated N` appends N drawn flat graphics (shapes, banners, charts) after them, so larger sets nest
+the smaller ones, e.g. `--eval-items 100000 --generated 88860` (11,140 real items at --background 150).
 
 Every query goes through the pipeline's own resize and encode (pipeline/resize.py: 256 px, center crop or
 border, JPEG q95) and is decoded back, so what is measured is what the shard holds.

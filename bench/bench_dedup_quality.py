@@ -7,7 +7,9 @@ Images come from packages only (bench/fetch_dedup_photos.sh, then bench/render_i
 - emoji and flags: the Noto colour emoji font (flags are its regional-indicator pairs);
 - text and charts: text on a plain colour and bar charts, drawn here.
 Each kind is split by a stable hash: most of it forms the eval set, the rest is the unrelated background.
-Eval sets of 1k and 10k items are nested (the 1k set is a part of the 10k one).
+Eval sets of 1k and 10k items are nested (the 1k set is a part of the 10k one). The pool holds ~11k real eval
+items; `--generated N` appends N drawn flat graphics (shapes, banners, charts) after them, so larger sets nest
+the smaller ones, e.g. `--eval-items 100000 --generated 88860` (11,140 real items at --background 150).
 
 Every query goes through the pipeline's own resize and encode (pipeline/resize.py: 256 px, center crop or
 border, JPEG q95) and is decoded back, so what is measured is what the shard holds.
@@ -18,6 +20,7 @@ border, JPEG q95) and is decoded back, so what is measured is what the shard hol
 import argparse
 import glob
 import io
+import multiprocessing
 import os
 import re
 import sys
@@ -30,6 +33,7 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageFont, ImageOps
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dedup import verify  # noqa: E402
+from dedup.hamming_index import HammingIndex  # noqa: E402
 from dedup.image_hashes import eval_variants, sample_hashes  # noqa: E402
 from openwit.hashing import stable_uniform  # noqa: E402
 from pipeline.resize import ImageOptions, process_image  # noqa: E402
@@ -133,6 +137,162 @@ def charts(n: int) -> list:
     return out
 
 
+# Generated flat graphics (--generated): distinct items beyond the ~12k the packages give, so that the eval set
+# can reach 100k. Everything is drawn from u() of the item's key, so item i is the same image on every run.
+GEN_KINDS = [("gen_shapes", 0.5), ("gen_text", 0.3), ("gen_chart", 0.2)]
+GEN_CANVASES = [(256, 256), (320, 240), (240, 320), (400, 200), (300, 300), (200, 200)]
+SHAPES = ["circle", "rounded_square", "triangle", "star", "ring", "line"]
+_CONSONANTS, _VOWELS, _CODAS = "bcdfghjklmnprstvwz", "aeiouy", ["", "", "", "n", "r", "s", "t", "l", "m", "ck", "sh"]
+_FONTS = sorted(glob.glob("/usr/share/fonts/truetype/dejavu/*.ttf"))
+
+
+def _pick(seq, *key):
+    return seq[min(len(seq) - 1, int(len(seq) * u(*key)))]
+
+
+def _colour(*key) -> tuple[int, int, int]:
+    return tuple(int(255 * u(*key, c)) for c in "rgb")
+
+
+def _backdrop(*key) -> tuple[int, int, int]:
+    """White for half the images (icons, clip art), else a plain colour."""
+    return (255, 255, 255) if u(*key, "white") < 0.5 else _colour(*key, "bg")
+
+
+def gen_word(*key) -> str:
+    """A pronounceable made-up word of 1-3 syllables (the machine has no word list: no /usr/share/dict)."""
+    out = ""
+    for s in range(1 + int(3 * u(*key, "syl"))):
+        out += _pick(_CONSONANTS, *key, s, "c") + _pick(_VOWELS, *key, s, "v")
+    return out + _pick(_CODAS, *key, "coda")
+
+
+def gen_shapes(key: str) -> Image.Image:
+    """1-4 shapes (circles, rounded squares, triangles, stars, rings, lines), drawn at 2x and reduced (smooth
+    edges, as rendered icons have)."""
+    w, h = _pick(GEN_CANVASES, key, "canvas")
+    im = Image.new("RGB", (2 * w, 2 * h), _backdrop(key))
+    d = ImageDraw.Draw(im)
+    side = 2 * min(w, h)
+    for s in range(1 + int(4 * u(key, "count"))):
+        shape, fill = _pick(SHAPES, key, s, "shape"), _colour(key, s, "fill")
+        r = side * (0.08 + 0.3 * u(key, s, "size"))
+        cx, cy = 2 * w * (0.15 + 0.7 * u(key, s, "x")), 2 * h * (0.15 + 0.7 * u(key, s, "y"))
+        turn = 2 * np.pi * u(key, s, "turn")
+        if shape == "circle":
+            d.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill)
+        elif shape == "rounded_square":
+            d.rounded_rectangle((cx - r, cy - r, cx + r, cy + r), radius=r * 0.4 * u(key, s, "round"), fill=fill)
+        elif shape == "triangle":
+            d.polygon([(cx + r * np.cos(turn + k * 2 * np.pi / 3), cy + r * np.sin(turn + k * 2 * np.pi / 3))
+                       for k in range(3)], fill=fill)
+        elif shape == "star":
+            points = 5 + int(4 * u(key, s, "points"))
+            d.polygon([(cx + r * (1 if k % 2 == 0 else 0.45) * np.cos(turn + k * np.pi / points),
+                        cy + r * (1 if k % 2 == 0 else 0.45) * np.sin(turn + k * np.pi / points))
+                       for k in range(2 * points)], fill=fill)
+        elif shape == "ring":
+            ring = max(2, int(r * (0.1 + 0.3 * u(key, s, "w"))))
+            d.ellipse((cx - r, cy - r, cx + r, cy + r), outline=fill, width=ring)
+        else:
+            dx, dy = r * np.cos(turn), r * np.sin(turn)
+            d.line((cx - dx, cy - dy, cx + dx, cy + dy), fill=fill, width=max(2, int(side * 0.06 * u(key, s, "w"))))
+    return im.resize((w, h), Image.Resampling.LANCZOS)
+
+
+def gen_text(key: str) -> Image.Image:
+    """A banner: 1-3 made-up words (and maybe a number) in one of the DejaVu fonts, on a plain colour, with an
+    optional second line, frame or underline."""
+    w, h = _pick([(400, 120), (300, 300), (480, 160), (320, 100), (256, 256)], key, "canvas")
+    bg = _colour(key, "bg") if u(key, "white") < 0.75 else (255, 255, 255)
+    fg = (255, 255, 255) if sum(bg) < 380 else (0, 0, 0)
+    if u(key, "fgc") < 0.3:
+        fg = _colour(key, "fg")
+    im = Image.new("RGB", (w, h), bg)
+    d = ImageDraw.Draw(im)
+    words = [gen_word(key, k) for k in range(1 + int(3 * u(key, "words")))]
+    words = [x.capitalize() if u(key, k, "cap") < 0.6 else x.upper() if u(key, k, "cap") < 0.8 else x
+             for k, x in enumerate(words)]
+    text = " ".join(words) + (f" {int(1000 * u(key, 'n'))}" if u(key, "num") < 0.3 else "")
+    size = int(h * (0.15 + 0.25 * u(key, "size")))
+    font = ImageFont.truetype(_pick(_FONTS, key, "font"), size) if _FONTS else None
+    x, y = w * 0.3 * u(key, "x"), h * 0.5 * u(key, "y")
+    d.text((x, y), text, fill=fg, font=font, font_size=None if font else size)
+    if u(key, "line2") < 0.4:
+        small = ImageFont.truetype(_pick(_FONTS, key, "font2"), max(10, size // 2)) if _FONTS else None
+        d.text((x, y + size * 1.3), " ".join(gen_word(key, "l2", k) for k in range(3)), fill=fg, font=small)
+    deco = u(key, "deco")
+    if deco < 0.25:
+        d.rectangle((4, 4, w - 5, h - 5), outline=fg, width=2 + int(6 * u(key, "fw")))
+    elif deco < 0.45:
+        d.line((x, y + size * 1.15, min(w - 5, x + w * 0.6), y + size * 1.15), fill=fg, width=3)
+    return im
+
+
+def gen_chart(key: str) -> Image.Image:
+    """A bar chart (vertical or horizontal, one or several colours), a line chart or a pie chart."""
+    w, h = _pick([(320, 240), (400, 300), (300, 300), (480, 240)], key, "canvas")
+    im = Image.new("RGB", (w, h), (255, 255, 255) if u(key, "white") < 0.7 else _colour(key, "bg"))
+    d = ImageDraw.Draw(im)
+    style, colour = u(key, "style"), _colour(key, "c")
+    n = 3 + int(9 * u(key, "n"))
+    values = [0.1 + 0.9 * u(key, "v", k) for k in range(n)]
+    if style < 0.25:  # pie
+        r, cx, cy, start = 0.4 * min(w, h), w / 2, h / 2, 360 * u(key, "start")
+        total = sum(values)
+        for k, v in enumerate(values):
+            end = start + 360 * v / total
+            d.pieslice((cx - r, cy - r, cx + r, cy + r), start, end, fill=_colour(key, "p", k))
+            start = end
+        return im
+    left, bottom = 20 + int(30 * u(key, "left")), h - 20 - int(30 * u(key, "bottom"))
+    d.line((left, 10, left, bottom, w - 10, bottom), fill=(0, 0, 0), width=2)
+    if u(key, "grid") < 0.4:
+        for g in range(1, 5):
+            yy = bottom - g * (bottom - 10) / 5
+            d.line((left, yy, w - 10, yy), fill=(200, 200, 200), width=1)
+    many = u(key, "many") < 0.4
+    if style < 0.5:  # line chart
+        pts = [(left + 5 + k * (w - left - 20) / (n - 1), bottom - 5 - v * (bottom - 20)) for k, v in enumerate(values)]
+        d.line(pts, fill=colour, width=2 + int(4 * u(key, "lw")))
+        if u(key, "markers") < 0.5:
+            for px, py in pts:
+                d.ellipse((px - 4, py - 4, px + 4, py + 4), fill=colour)
+        return im
+    if style < 0.75:  # vertical bars
+        width = (w - left - 15) / n
+        for k, v in enumerate(values):
+            d.rectangle((left + 4 + k * width, bottom - v * (bottom - 15), left + (k + 1) * width - 2, bottom - 1),
+                        fill=_colour(key, "b", k) if many else colour)
+        return im
+    height = (bottom - 15) / n  # horizontal bars
+    for k, v in enumerate(values):
+        d.rectangle((left + 1, 12 + k * height, left + 1 + v * (w - left - 20), 10 + (k + 1) * height - 2),
+                    fill=_colour(key, "b", k) if many else colour)
+    return im
+
+
+GEN_DRAW = {"gen_shapes": gen_shapes, "gen_text": gen_text, "gen_chart": gen_chart}
+
+
+def generated(i: int) -> tuple[str, str]:
+    """(kind, name) of generated eval item i; its image is GEN_DRAW[kind](name)."""
+    kind = "gen_chart"
+    x = u("gen", i, "kind")
+    for k, share in GEN_KINDS:
+        if x < share:
+            kind = k
+            break
+        x -= share
+    return kind, f"{kind} {i}"
+
+
+def eval_image(entry: tuple) -> Image.Image:
+    """An eval entry's image: held for the real ones, drawn again for generated ones (not kept: 100k of them)."""
+    kind, name, im = entry
+    return GEN_DRAW[kind](name) if im is None else im
+
+
 def encode(im: Image.Image, fmt: str, quality: int) -> Image.Image:
     buf = io.BytesIO()
     im.save(buf, fmt, quality=quality)
@@ -202,6 +362,79 @@ def candidates(q: Query, codes, items, n_items, max_radius) -> dict[int, int]:
     return {int(i): int(best[i]) for i in hit}
 
 
+def indexed_candidates(q: Query, index: HammingIndex, items, max_radius) -> dict[int, int]:
+    """candidates() through the multi-index (the index holds `codes`): the same dict, in the same (item) order,
+    without scanning every code (at 100k eval items that is ~6M codes per query code)."""
+    _, ids, dist = index.query_many(np.array(q.codes, dtype=np.uint64), max_radius)
+    hit = items[ids]
+    order = np.lexsort((dist, hit))
+    hit, dist = hit[order], dist[order]
+    first = np.flatnonzero(np.r_[True, hit[1:] != hit[:-1]]) if len(hit) else np.zeros(0, dtype=np.int64)
+    return {int(i): int(d) for i, d in zip(hit[first].tolist(), dist[first].tolist())}
+
+
+def grid(im: Image.Image) -> np.ndarray:
+    """16x16 colour grid (uint8) for the self-duplicate test."""
+    return np.asarray(im.resize((16, 16), Image.Resampling.BOX), np.uint8)
+
+
+def index_entry(im: Image.Image) -> tuple:
+    """An eval item's (pHash codes of its variants, verification thumbnail, aspect, pre-filter signatures, grid)."""
+    thumb, aspect = verify.thumbnail(im), im.width / im.height
+    return (np.array([code for _, code in eval_variants(im)], dtype=np.uint64), thumb, aspect,
+            verify.signatures(thumb, aspect), grid(im))
+
+
+def min_grid_rms(eval_grids: np.ndarray, query_grids: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    """Per query grid, the least RMS (of 255 levels) to an eval item's grid, as is or mirrored. Exact: the
+    squared distances are integers and float64 sums of integers below 2**53 are exact in any order."""
+    q = query_grids.reshape(len(query_grids), -1).astype(np.float64)
+    qq = (q * q).sum(axis=1)
+    best = np.full(len(q), np.inf)
+    for start in range(0, len(eval_grids), chunk):
+        g = eval_grids[start:start + chunk]
+        e = np.concatenate([g, g[:, :, ::-1]]).reshape(2 * len(g), -1).astype(np.float64)
+        d2 = (e * e).sum(axis=1)[:, None] + qq[None, :] - 2.0 * (e @ q.T)
+        best = np.minimum(best, d2.min(axis=0))
+    return np.sqrt(np.maximum(best, 0.0) / q.shape[1])
+
+
+_FORKED = {}  # what forked workers inherit: the function (a closure) and everything it reads
+
+
+def _forked_call(arg):
+    return _FORKED["fn"](arg)
+
+
+def forked_map(fn, args, workers: int, chunksize: int = 32, label: str = "") -> list:
+    """[fn(a) for a in args], in that order, in `workers` forked processes when more than 1: results do not
+    depend on the number of workers (each item's work is a pure function of its item). Progress to stderr."""
+    args, out, t0 = list(args), [], time.time()
+    step = max(1, len(args) // 10)
+    _FORKED["fn"] = fn
+    try:
+        with multiprocessing.get_context("fork").Pool(workers) if workers > 1 else _Serial() as pool:
+            for result in pool.imap(_forked_call, args, chunksize):
+                out.append(result)
+                if label and len(out) % step == 0:
+                    print(f"  {label}: {len(out)}/{len(args)}, {time.time() - t0:.0f}s", file=sys.stderr, flush=True)
+    finally:
+        _FORKED.clear()
+    return out
+
+
+class _Serial:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    @staticmethod
+    def imap(fn, args, chunksize):
+        return map(fn, args)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--photos", default="bench/work/photos")
@@ -211,6 +444,13 @@ def main(argv=None) -> int:
     ap.add_argument("--max-radius", type=int, default=16)
     ap.add_argument("--out", default="bench/work/dedup_quality.npy", help="raw scores, for --recut")
     ap.add_argument("--recut", help="print the tables of a saved run (at COLS) instead of running")
+    ap.add_argument("--generated", type=int, default=0,
+                    help="generated flat graphics appended to the eval set after the real items (so smaller eval "
+                         "sets stay as they are), and as many generated shapes (other seeds) as background")
+    ap.add_argument("--workers", type=int, default=2, help="processes hashing eval items and running background "
+                                                           "queries (results do not depend on it)")
+    ap.add_argument("--check-retrieval", type=int, default=0,
+                    help="compare the multi-index lookup with brute force on this many background queries")
     args = ap.parse_args(argv)
     if args.recut:
         recut(args.recut, COLS)
@@ -253,20 +493,24 @@ def main(argv=None) -> int:
     held_out = {n for n, _ in kinds["photo"][: len(kinds["photo"]) // 2]}
     # Stable order, photos first (they are few), so the first 1k items are a mix like the 10k.
     evals.sort(key=lambda e: (e[0] != "photo", u(e[1], "order")))
+    # Generated items come after all real ones, so the first 1k and 10k items are what they were without them.
+    evals += [(*generated(i), None) for i in range(args.generated)]
+    if args.generated:
+        background["gen_shapes"] = [gen_shapes(f"gen_background {i}") for i in range(args.background)]
     evals = evals[: args.eval_items]
     n = len(evals)
     print(f"eval items {n}; background " + str({k: len(v) for k, v in background.items()}), file=sys.stderr)
 
-    codes, items, thumbs, aspects, signatures = [], [], [], [], []
-    for i, (_, _, im) in enumerate(evals):
-        for _, code in eval_variants(im):
-            codes.append(code)
-            items.append(i)
-        thumbs.append(verify.thumbnail(im))
-        aspects.append(im.width / im.height)
-        signatures.append(verify.signatures(thumbs[-1], aspects[-1]))
-    codes, items = np.array(codes, dtype=np.uint64), np.array(items)
-    signatures, aspects_arr = np.stack(signatures), np.array(aspects)
+    entries = forked_map(lambda i: index_entry(eval_image(evals[i])), range(n), args.workers, 64, "eval items hashed")
+    codes = np.concatenate([e[0] for e in entries])
+    counts = np.array([len(e[0]) for e in entries])
+    items = np.repeat(np.arange(n), counts)
+    code_start = np.r_[0, np.cumsum(counts)]  # item i's codes: codes[code_start[i]:code_start[i + 1]]
+    thumbs, aspects = [e[1] for e in entries], [e[2] for e in entries]
+    signatures, aspects_arr = np.stack([e[3] for e in entries]), np.array(aspects)
+    eval_grids = np.stack([e[4] for e in entries])
+    del entries
+    index = HammingIndex(codes, radius=args.max_radius)
 
     def prefiltered(q: Query, cands: dict[int, int]) -> dict[int, tuple[float, int, int]]:
         """item -> (pre-filter score, rank, reading): rank = how many candidates within RANK_RADIUS score
@@ -283,7 +527,7 @@ def main(argv=None) -> int:
 
     align_time, decide_time = [], []
 
-    def scored(q: Query, cands: dict[int, int]) -> list[tuple]:
+    def scored(q: Query, cands: dict[int, int], align_time=align_time, decide_time=decide_time) -> list[tuple]:
         out = []
         ranked = prefiltered(q, cands)
         for item, d in cands.items():
@@ -313,10 +557,11 @@ def main(argv=None) -> int:
         for i in idx[: args.recall_items]:
             for family in FAMILIES:
                 for mode in ("center_crop", "border"):
-                    im = as_written(transform(evals[i][2], family, f"{evals[i][1]}/{family}"), mode)
+                    im = as_written(transform(eval_image(evals[i]), family, f"{evals[i][1]}/{family}"), mode)
                     q = Query(im)
-                    d = candidates(q, codes[items == i], items[items == i], n, 64).get(i, 65)
-                    near = candidates(q, codes, items, n, RANK_RADIUS)
+                    own = codes[code_start[i]:code_start[i + 1]]
+                    d = candidates(q, own, np.full(len(own), i), n, 64).get(i, 65)
+                    near = indexed_candidates(q, index, items, RANK_RADIUS)
                     near[i] = d
                     *ranked, reading = prefiltered(q, near)[i]
                     features = [q.features[reading]]
@@ -328,23 +573,42 @@ def main(argv=None) -> int:
 
     # False positives: every unrelated image against the whole eval set (photo patches only against
     # photos they were not cut from).
-    def grid(im):
-        return np.asarray(im.resize((16, 16), Image.Resampling.BOX), np.float32)
+    queries = [(kind, im) for kind, ims in background.items() for im in ims]
+    # (A photo patch is a crop of a photo it is never compared with; a flat patch is near no eval item.)
+    pool_queries = [k for k, (kind, _) in enumerate(queries) if kind != "photo_patch"]
+    rms = min_grid_rms(eval_grids, np.stack([grid(queries[k][1]) for k in pool_queries]))
+    is_dup = np.zeros(len(queries), dtype=bool)
+    is_dup[pool_queries] = rms <= SELF_DUPLICATE_RMS
+    if args.check_retrieval:
+        # The multi-index must hand every query exactly brute force's candidates (item and distance).
+        sample = sorted({round(k * (len(queries) - 1) / max(1, args.check_retrieval - 1))
+                         for k in range(args.check_retrieval)})
+        for k in sample:
+            q = Query(as_written(queries[k][1], "center_crop"))
+            for radius in (RANK_RADIUS, args.max_radius):
+                slow, fast = candidates(q, codes, items, n, radius), indexed_candidates(q, index, items, radius)
+                if list(slow.items()) != list(fast.items()):
+                    raise SystemExit(f"retrieval check failed: query {k} ({queries[k][0]}) at radius {radius}")
+        print(f"retrieval check: {len(sample)} background queries, multi-index == brute force at radius "
+              f"{RANK_RADIUS} and {args.max_radius}, {time.time() - t0:.0f}s", file=sys.stderr)
 
-    eval_grids = np.stack([grid(im) for _, _, im in evals])
-    eval_flat = np.concatenate([eval_grids, eval_grids[:, :, ::-1]]).reshape(2 * n, -1)
+    def background_query(k: int) -> tuple:
+        kind, im = queries[k]
+        q = Query(as_written(im, "center_crop"))
+        cands = indexed_candidates(q, index, items, args.max_radius)
+        if kind == "photo_patch":
+            cands = {i: d for i, d in cands.items() if evals[i][1] not in held_out}
+        aligned, decided = [], []
+        return scored(q, cands, aligned, decided), aligned, decided
+
     fp = defaultdict(list)  # kind -> per query list of (item, d, score, structure)
     self_dups = defaultdict(list)  # kind -> per query: is it a near-pixel copy of an eval item
-    for kind, ims in background.items():
-        for im in ims:
-            rms = np.sqrt(((eval_flat - grid(im).reshape(1, -1)) ** 2).mean(axis=1))
-            # (A photo patch is a crop of a photo it is never compared with; a flat patch is near no eval item.)
-            self_dups[kind].append(kind != "photo_patch" and bool(rms.min() <= SELF_DUPLICATE_RMS))
-            q = Query(as_written(im, "center_crop"))
-            cands = candidates(q, codes, items, n, args.max_radius)
-            if kind == "photo_patch":
-                cands = {i: d for i, d in cands.items() if evals[i][1] not in held_out}
-            fp[kind].append(scored(q, cands))
+    for k, (out, aligned, decided) in enumerate(forked_map(background_query, range(len(queries)), args.workers, 4,
+                                                          "background queries")):
+        fp[queries[k][0]].append(out)
+        self_dups[queries[k][0]].append(bool(is_dup[k]))
+        align_time += aligned
+        decide_time += decided
     print(f"background queries done, {time.time() - t0:.0f}s; alignment "
           f"{1e3 * np.median(align_time):.2f} ms median per candidate (mean {1e3 * np.mean(align_time):.2f}); "
           f"decision {1e3 * np.median(decide_time):.2f} ms median (mean {1e3 * np.mean(decide_time):.2f}) on "
@@ -354,6 +618,7 @@ def main(argv=None) -> int:
                                              "kinds": [e[0] for e in evals], "names": [e[1] for e in evals]},
             allow_pickle=True)  # for re-cutting thresholds without re-running
     report(true_pairs, fp, self_dups, n)
+    hits_by_eval_kind(fp, self_dups, [e[0] for e in evals])
     return 0
 
 
@@ -396,7 +661,7 @@ def report(true_pairs, fp, self_dups, n: int, cols=COLS):
     for kind in sorted({k for _, _, k in true_pairs}):
         pairs = [p for (_, _, k), v in true_pairs.items() if k == kind for p in v]
         print(f"| {kind} | " + " | ".join(f"{np.mean([_ok(*p, *c) for p in pairs]):.3f}" for c in cols) + " |")
-    for size in sorted({min(1000, n), n}):
+    for size in sorted({min(1000, n), min(10000, n), n}):
         print(f"\n### False-positive rate per unrelated image, eval set of {size} items "
               "(self-duplicates of the pool left out; last row: with them)")
         print(f"| background | queries | {head} |\n" + "|---" * (len(cols) + 2) + "|")
@@ -420,10 +685,34 @@ def report(true_pairs, fp, self_dups, n: int, cols=COLS):
               + " | ".join(f"{np.mean(with_dups[c]):.4f}" for c in cols) + " |")
 
 
+DEFAULT_COL = (12, 0.9, 0.9, 0.8, False, 0.8, 16)
+
+
+def hits_by_eval_kind(fp, self_dups, eval_kinds: list[str], size: int | None = None, col=DEFAULT_COL) -> None:
+    """Which false positives dominate: per background kind, the distinct queries with an accepted hit among the
+    first `size` eval items, by the eval kind of what they hit (a query hitting two kinds counts in both)."""
+    size = len(eval_kinds) if size is None else size
+    table, totals = defaultdict(lambda: defaultdict(int)), {}
+    for kind, queries in fp.items():
+        distinct = [q for q, dup in zip(queries, self_dups[kind]) if not dup]
+        totals[kind] = len(distinct)
+        for q in distinct:
+            ids = [i for i, *pair in q if i < size]
+            for hit in {eval_kinds[i] for i, pair in zip(ids, _within(q, size)) if _ok(*pair, *col)}:
+                table[kind][hit] += 1
+    columns = sorted({k for row in table.values() for k in row})
+    print(f"\n### Queries with a false positive at {_label(*col)}, eval set of {size} items, by kind of the eval "
+          "item hit (self-duplicates left out)")
+    print("| background | queries | " + " | ".join(columns) + " |\n" + "|---" * (len(columns) + 2) + "|")
+    for kind in fp:
+        print(f"| {kind} | {totals[kind]} | " + " | ".join(str(table[kind][c]) for c in columns) + " |")
+
+
 def recut(path: str, cols) -> None:
     """The tables again from a saved run, at other thresholds."""
     saved = np.load(path, allow_pickle=True).item()
     report(saved["true"], saved["fp"], saved["self_dups"], len(saved["kinds"]), cols)
+    hits_by_eval_kind(saved["fp"], saved["self_dups"], saved["kinds"])
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ border, JPEG q95) and is decoded back, so what is measured is what the shard hol
 """
 
 import argparse
+import contextlib
 import glob
 import io
 import multiprocessing
@@ -413,26 +414,14 @@ def forked_map(fn, args, workers: int, chunksize: int = 32, label: str = "") -> 
     step = max(1, len(args) // 10)
     _FORKED["fn"] = fn
     try:
-        with multiprocessing.get_context("fork").Pool(workers) if workers > 1 else _Serial() as pool:
-            for result in pool.imap(_forked_call, args, chunksize):
+        with multiprocessing.get_context("fork").Pool(workers) if workers > 1 else contextlib.nullcontext() as pool:
+            for result in pool.imap(_forked_call, args, chunksize) if pool else map(_forked_call, args):
                 out.append(result)
                 if label and len(out) % step == 0:
                     print(f"  {label}: {len(out)}/{len(args)}, {time.time() - t0:.0f}s", file=sys.stderr, flush=True)
     finally:
         _FORKED.clear()
     return out
-
-
-class _Serial:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    @staticmethod
-    def imap(fn, args, chunksize):
-        return map(fn, args)
 
 
 def main(argv=None) -> int:

@@ -118,9 +118,13 @@ def _fitting_boxes(aspect_key: float, sample_aspect_key: float) -> np.ndarray:
     sample of its own aspect ratio, so the others (half of them: the square centres of a non-square image,
     or the regions around them) are not tried. Fewer tries, fewer chance agreements."""
     boxes = np.array(_boxes(aspect_key))
-    shapes = (boxes[:, 1] - boxes[:, 0]) * aspect_key / (boxes[:, 3] - boxes[:, 2])
-    fits = np.abs(np.log(shapes / sample_aspect_key)) <= ASPECT_TOLERANCE
+    fits = _shape_fits((boxes[:, 1] - boxes[:, 0]) * aspect_key / (boxes[:, 3] - boxes[:, 2]), sample_aspect_key)
     return boxes[fits] if fits.any() else boxes
+
+
+def _shape_fits(region_shapes, sample_aspects) -> np.ndarray:
+    """Whether regions of width/height `region_shapes` line up with samples of `sample_aspects` (broadcast)."""
+    return np.abs(np.log(region_shapes / sample_aspects)) <= ASPECT_TOLERANCE
 
 
 @lru_cache(maxsize=4096)
@@ -516,7 +520,7 @@ def prefilter(signature: tuple[np.ndarray, np.ndarray], item_signatures: np.ndar
     shapes = np.empty((len(stored), SIGNATURE_BOXES))
     shapes[:, :len(SIGNATURE_BASES)] = np.clip(np.asarray(item_aspects, dtype=np.float64), 0.2, 5.0)[:, None]
     shapes[:, len(SIGNATURE_BASES):] = 1.0
-    fits = np.abs(np.log(shapes[:, :, None] / sample_aspects[None, None, :])) <= ASPECT_TOLERANCE
+    fits = _shape_fits(shapes[:, :, None], sample_aspects[None, None, :])
     fits |= ~fits.any(axis=1, keepdims=True)  # no region of the sample's shape: try them all
     best = np.where(fits, scores, -1.0).max(axis=1)  # (items, vectors)
     return best.max(axis=1), best.argmax(axis=1) // 2

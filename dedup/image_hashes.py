@@ -156,6 +156,11 @@ def eval_variants(image: Image.Image) -> list[tuple[str, int]]:
     for b in bases:
         for keep, ax, ay in CROPS:
             codes.append(("crop_phash", hash_thumbnail(thumbnail(crop(b, keep, ax, ay)))))
+    # A copy cropped off-centre and then squared by a center-crop resize shows the square centre of that crop,
+    # which lies outside the centre square by up to 5% of the long side (a 3:1 banner: 15% of the square).
+    for keep, ax, ay in CROPS if len(bases) > 1 else ():
+        if (ax, ay) != (0.5, 0.5) and {ax, ay} <= {0.0, 0.5, 1.0}:
+            codes.append(("crop_phash", hash_thumbnail(thumbnail(center_square(crop(grey, keep, ax, ay))))))
     # Identical hashes (e.g. a symmetric image and its mirror) would only report the same item twice.
     seen, unique = set(), []
     for method, code in codes:

@@ -45,7 +45,7 @@ SIDE = 16  # side of the colour grid the alignment compares
 SAMPLE_SIDE = MAX_THUMB_SIDE  # the sample is kept at this side (squashed) and reduced to each region's cells
 KEEPS = (1.0, 0.95, 0.9)  # fractions of each side a copy keeps (crops of up to 10% off two sides)
 ANCHORS = (0.0, 0.25, 0.5, 0.75, 1.0)
-METHOD = "align64+pixels+edges"  # name of the verification in overlap records
+METHOD = "align64+pixels+local-edges"  # name of the verification in overlap records
 # A region is tried when its aspect ratio is within this factor (log) of the sample's: a 10% crop off one
 # side, or resampling, changes it by less.
 ASPECT_TOLERANCE = 0.15
@@ -58,7 +58,10 @@ PIXEL_TOLERANCE = 32.0  # largest colour difference (of 255, max over channels) 
 # by 30-60: at 48 some banners had fewer than MIN_EDGE_PIXELS strong edges and passed the test vacuously.
 EDGE_STEP = 24.0
 REFINE_ROUNDS = 4  # rounds of moving each side of the aligned region by half a pixel
-MIN_EDGE_PIXELS = 8  # fewer strong edges than this: nothing for the edge test to contradict (it passes)
+MIN_EDGE_PIXELS = 8  # fewer strong edges than this: nothing for the edge test to contradict
+PLAIN_STD = 6.0  # ... and a region whose channels vary less than this (std, of 255) is a plain field
+# A ninth of the region must keep 1 / BLOCK_EDGE_SCALE of what the whole region must (0.5 at min_edges 0.8).
+BLOCK_EDGE_SCALE = 1.6
 
 
 def thumb_shape(aspect: float) -> tuple[int, int]:
@@ -347,38 +350,42 @@ def _steps(grey, i, j, step):
 
 @numba.njit(nogil=True, cache=True)
 def _edge_score(cells, region, strong_step, found_step, min_edges):
-    """Share of the eval region's strong grey steps (of `strong_step`) that the sample has (of `found_step`):
-    1 in place; 1/2 one pixel across the edge (left or right for steps along a row, up or down for steps along
-    a column: a sharp step in the sample is spread over two thumbnail pixels when it falls inside one; along
-    the edge nothing moves), 0 otherwise. 1.0 when the region has fewer than `min_edges` strong steps."""
+    """(overall, worst ninth, strong steps): shares of the eval region's strong grey steps (of `strong_step`) that the sample
+    has (of `found_step`): 1 in place; 1/2 one pixel across the edge (left or right for steps along a row, up or
+    down for steps along a column: a sharp step in the sample is spread over two thumbnail pixels when it falls
+    inside one; along the edge nothing moves), 0 otherwise. The second share is the lowest over the 3x3 ninths
+    of the region holding `min_edges` strong steps or more (1.0 when none does)."""
     h, w = cells.shape[:2]
     grey_s, grey_e = np.empty((h, w), np.float32), np.empty((h, w), np.float32)
     for i in range(h):
         for j in range(w):
             grey_s[i, j] = (cells[i, j, 0] + cells[i, j, 1] + cells[i, j, 2]) / 3
             grey_e[i, j] = (region[i, j, 0] + region[i, j, 1] + region[i, j, 2]) / 3
-    total, score = 0, 0.0
+    totals, scores = np.zeros(9, np.int64), np.zeros(9)
     for i in range(h):
         for j in range(w):
             strong = _steps(grey_e, i, j, strong_step)
+            block = (3 * i // h) * 3 + 3 * j // w
             for k in range(4):
                 bit = 1 << k
                 if not strong & bit:
                     continue
-                total += 1
+                totals[block] += 1
                 if _steps(grey_s, i, j, found_step) & bit:
-                    score += 1.0
+                    scores[block] += 1.0
                     continue
                 # across: columns j-1, j+1 for steps along a row (bits 1, 2), rows i-1, i+1 for the others
                 di, dj = (0, 1) if k < 2 else (1, 0)
                 for sign in (-1, 1):
                     y, x = i + sign * di, j + sign * dj
                     if 0 <= y < h and 0 <= x < w and _steps(grey_s, y, x, found_step) & bit:
-                        score += 0.5
+                        scores[block] += 0.5
                         break
-    if total < min_edges:
-        return 1.0
-    return score / total
+    worst = 1.0
+    for b in range(9):
+        if totals[b] >= min_edges:
+            worst = min(worst, scores[b] / totals[b])
+    return scores.sum() / max(totals.sum(), 1), worst, totals.sum()
 
 
 @numba.njit(nogil=True, cache=True)
@@ -439,12 +446,20 @@ def agreement(cells: np.ndarray, region: np.ndarray, tolerance: float = PIXEL_TO
     pixels), 0 otherwise: in place alone fails copies whose stripe edge the thumbnail blurred over two pixels;
     1 px alone passes dense letters of other words. The sample needs half the step (JPEG and resampling soften
     it), scaled by the gain: a low gain must not hide the region's own edges (it would pass vacuously).
+
+    `edges` is the lower of the region's edge share and BLOCK_EDGE_SCALE times its worst ninth's: a copy loses
+    edges evenly (blur, JPEG, resampling), a look-alike where it differs (other eyes in the same face, snow for
+    rain under the same cloud: 83% of the face's edges found, 0-40% around the eyes). A region with too few
+    strong edges to test counts 1.0 when its colours vary (a smooth photo) and 0.0 when it is a plain field: a
+    plain square of a banner's colour is no evidence of a copy of that banner (bench/RESULTS.md, "Local edges").
     """
     cells, region = np.ascontiguousarray(cells, np.float32), np.ascontiguousarray(region, np.float32)
     a, b = _fit(cells, region, *GAINS)
     fitted = np.clip(a * region + b, 0, 255).astype(np.float32)
-    return (_agreeing(cells, fitted, tolerance),
-            _edge_score(cells, region, EDGE_STEP, a * EDGE_STEP / 2, MIN_EDGE_PIXELS))
+    overall, worst, strong = _edge_score(cells, region, EDGE_STEP, a * EDGE_STEP / 2, MIN_EDGE_PIXELS)
+    if strong < MIN_EDGE_PIXELS:  # too few edges to test: a smooth photo passes, a plain field fails
+        overall = float(region.reshape(-1, 3).std(axis=0).max() >= PLAIN_STD)
+    return _agreeing(cells, fitted, tolerance), min(overall, BLOCK_EDGE_SCALE * worst)
 
 
 def measure(sample: list, thumb: np.ndarray, aspect: float, min_colour: float) -> tuple[float, float, float]:

@@ -273,3 +273,67 @@ def test_an_index_of_an_older_format_asks_to_rebuild_it(tmp_path):
     np.savez(tmp_path / "old.idx", meta=np.array('{"format": "openwit-eval-index", "version": 2}'))
     with pytest.raises(InputError, match="version 2.*Re-run `openwit eval-index`"):
         EvalIndex.load(str(tmp_path / "old.idx.npz"))
+
+
+def face(eyes: str) -> Image.Image:
+    """An emoji-like face on white; the same face with other eyes is another emoji, not a copy."""
+    im = Image.new("RGB", (128, 128), (255, 255, 255))
+    d = ImageDraw.Draw(im)
+    d.ellipse((8, 8, 120, 120), fill=(250, 200, 40), outline=(200, 140, 20), width=3)
+    if eyes == "open":
+        d.ellipse((38, 38, 52, 58), fill=(60, 40, 20))
+        d.ellipse((76, 38, 90, 58), fill=(60, 40, 20))
+    else:
+        d.line((36, 48, 54, 48), fill=(60, 40, 20), width=5)
+        d.line((74, 48, 92, 48), fill=(60, 40, 20), width=5)
+    d.arc((34, 56, 94, 100), 20, 160, fill=(60, 40, 20), width=6)
+    return im
+
+
+@pytest.mark.parametrize("mode", ["center_crop", "border"])
+def test_a_look_alike_that_differs_in_one_spot_fails_there_and_copies_pass(mode):
+    """Other eyes in the same face: 99% of the pixels agree and 87% of the face's edges are found, which a
+    whole-region edge share accepts; around the eyes a quarter of them are, which the worst ninth rejects.
+    Every altered copy of the face keeps 90% or more in every ninth."""
+    thumb = verify.thumbnail(face("open"))
+    features = verify.sample_features(written(face("closed"), mode))
+    colour, pixels, edges = verify.measure(features, thumb, 1.0, -1.0)
+    cells, region = verify.refine(features, thumb, *verify.align(features, thumb, 1.0)[1:])
+    whole = verify._edge_score(cells, region, verify.EDGE_STEP, verify.EDGE_STEP / 2, verify.MIN_EDGE_PIXELS)[0]
+    assert colour >= DEFAULT_MIN_COLOUR and pixels >= DEFAULT_MIN_PIXELS and whole >= DEFAULT_MIN_EDGES
+    assert edges < DEFAULT_MIN_EDGES
+    rejected = [alter for alter in sorted(ALTER) if not verify.verify(
+        verify.sample_features(written(ALTER[alter](face("open")).convert("RGB"), mode)), thumb, 1.0,
+        DEFAULT_MIN_COLOUR, DEFAULT_MIN_PIXELS, DEFAULT_MIN_EDGES)[0]]
+    assert rejected == []
+
+
+def test_a_plain_field_of_the_banners_colour_is_not_a_copy():
+    """The square centre of a banner whose word sits at its left end is a plain field: a sample of a near
+    colour with a faint mark agrees on every pixel, but nothing in the region can tell it from any other
+    field of that colour (it used to pass the edge test for want of edges)."""
+    eval_banner = Image.new("RGB", (400, 120), (40, 160, 60))
+    ImageDraw.Draw(eval_banner).text((8, 30), "Go", fill=(255, 255, 255), font_size=48)
+    sample = Image.new("RGB", (400, 120), (46, 166, 64))
+    ImageDraw.Draw(sample).text((340, 90), "ok", fill=(60, 180, 80), font_size=16)
+    colour, pixels, edges = verify.measure(verify.sample_features(written(sample)), verify.thumbnail(eval_banner),
+                                           400 / 120, -1.0)
+    assert colour >= DEFAULT_MIN_COLOUR and pixels >= DEFAULT_MIN_PIXELS
+    assert edges == 0.0
+
+
+def test_off_centre_crops_of_a_banner_squared_by_the_resize_are_found(index):
+    """A banner cropped 10% off two sides and then center-cropped shows a square off the banner's centre
+    square by 15% of its side: 16-26 bits from every stored variant until the index kept those squares.
+    (The square may show only the " 20% off" the four banners share; then they all match, as they should.)"""
+    missed = []
+    for name in ["banner-Sale", "banner-Open", "banner-Menu", "banner-News"]:
+        im = EVAL[name]
+        cw, ch = round(im.width * 0.9), round(im.height * 0.9)
+        for ax in (0, 1):
+            for ay in (0, 1):
+                left, top = ax * (im.width - cw), ay * (im.height - ch)
+                found = index.lookup(written(im.crop((left, top, left + cw, top + ch))))
+                if name not in {m.eval_id for m in found}:
+                    missed.append((name, ax, ay, sorted(m.eval_id for m in found)))
+    assert missed == []

@@ -18,13 +18,15 @@ not a squashed 64 x 64, so its letters survive); the sample is kept at SAMPLE_SI
    fitted as a * eval + b (one gain and offset for all channels: brightness and contrast changes cancel, a
    change of hue does not), then two shares must both be high:
    - `pixels`: the share of the sample's pixels whose colour is within PIXEL_TOLERANCE of the fitted eval
-     pixel at the same place or a neighbouring one (1 px of misalignment and resampling blur tolerated).
-     Overlay text and watermarks spoil a minority; France against Italy a third; an emoji in other colours
-     far more;
+     pixel at the same place or a neighbouring one (1 px of misalignment and resampling blur tolerated), and
+     whose hue (channel differences: the offset leaves them, the gain scales them) is too; the lower share
+     counts. Overlay text and watermarks spoil a minority; France against Italy a third; an emoji in other
+     colours far more; a pink field fitted onto a brown one agrees in colour, not in hue;
    - `edges`: the share of the eval region's strong edges (letters, outlines, corners; by orientation and
      sign) that the sample has, in place (1) or 1 px across (1/2): a chamfer-style recall. Other words on
      the same colour, a circle against a rounded square, a drawing with other details lose their edges; a
-     copy under overlay text keeps most of them.
+     copy under overlay text keeps most of them. Each ninth of the region holding enough of them must keep
+     a share too (a look-alike differs in one spot), and a plain region with no edges proves nothing.
    The former 16x16 colour correlation on a 32 px thumbnail could not tell these apart (bench/RESULTS.md).
 
 Thresholds come from the measured curves in bench/RESULTS.md ("Verification at 64 px").
@@ -45,7 +47,7 @@ SIDE = 16  # side of the colour grid the alignment compares
 SAMPLE_SIDE = MAX_THUMB_SIDE  # the sample is kept at this side (squashed) and reduced to each region's cells
 KEEPS = (1.0, 0.95, 0.9)  # fractions of each side a copy keeps (crops of up to 10% off two sides)
 ANCHORS = (0.0, 0.25, 0.5, 0.75, 1.0)
-METHOD = "align64+pixels+local-edges"  # name of the verification in overlap records
+METHOD = "align64+pixels+hue+local-edges"  # name of the verification in overlap records
 # A region is tried when its aspect ratio is within this factor (log) of the sample's: a 10% crop off one
 # side, or resampling, changes it by less.
 ASPECT_TOLERANCE = 0.15
@@ -205,16 +207,16 @@ def _normalise(grids: np.ndarray) -> np.ndarray:
     return colour / np.maximum(np.linalg.norm(colour, axis=1, keepdims=True), 1e-3)
 
 
-def _features(image: Image.Image) -> tuple[np.ndarray, float, np.ndarray]:
+def _features(image: Image.Image) -> tuple[np.ndarray, float, np.ndarray, tuple[int, int]]:
     rgb = image if image.mode == "RGB" else image.convert("RGB")
     fine = np.asarray(rgb.resize((SAMPLE_SIDE, SAMPLE_SIDE), Image.Resampling.BOX, reducing_gap=2.0), np.float32)
     grid = fine.reshape(SIDE, SAMPLE_SIDE // SIDE, SIDE, SAMPLE_SIDE // SIDE, 3).mean(axis=(1, 3))
-    return _normalise(np.stack([grid, grid[:, ::-1]])), _aspect_key(image.width / image.height), fine
+    return _normalise(np.stack([grid, grid[:, ::-1]])), _aspect_key(image.width / image.height), fine, image.size
 
 
-def sample_features(image: Image.Image) -> list[tuple[np.ndarray, float, np.ndarray]]:
-    """Per reading of the sample: its colour grid vector (as is, and mirrored), its aspect ratio and its
-    SAMPLE_SIDE x SAMPLE_SIDE RGB pixels.
+def sample_features(image: Image.Image) -> list[tuple[np.ndarray, float, np.ndarray, tuple[int, int]]]:
+    """Per reading of the sample: its colour grid vector (as is, and mirrored), its aspect ratio, its
+    SAMPLE_SIDE x SAMPLE_SIDE RGB pixels and its own size (width, height) in pixels.
 
     Three readings when the sample has what look like letterbox bars: without them (a "border" resize padded
     the copy), without them and 2 more px, and as written (a banner's or icon's own plain margins, which a
@@ -242,7 +244,7 @@ def align(sample: list, thumb: np.ndarray, aspect: float) -> tuple[float, int, n
     small = coarse(thumb)
     key = _aspect_key(aspect)
     best = (-2.0, 0, None, False)
-    for r, (features, sample_aspect, _) in enumerate(sample):
+    for r, (features, sample_aspect, *_) in enumerate(sample):
         s, region, mirror = _best_region(small, *_region_taps(key, sample_aspect), features)
         if s > best[0]:
             best = (float(s), r, _fitting_boxes(key, sample_aspect)[region], bool(mirror))
@@ -282,13 +284,16 @@ def refine(sample: list, thumb: np.ndarray, reading: int, box, mirrored: bool) -
 
     The coarse anchors are 1.6 px apart in a 64 px thumbnail and crops keep any share of a side, not only
     95% or 90%: each side of the region is moved by half pixels while the correlation improves (REFINE_ROUNDS
-    at most), so edges can then be compared in place.
+    at most), so edges can then be compared in place. A sample smaller than the region's thumbnail pixels
+    (a 64 px shard of a banner: 64 x 21) is compared at its own size, the region reduced to it: upsampled, its
+    edges would be spread over pixels where the thumbnail's are sharp.
     """
-    fine = sample[reading][2]
+    fine, (sw, sh) = sample[reading][2:]
     if mirrored:
         fine = fine[:, ::-1]
     th, tw = thumb.shape[:2]
-    h, w = max(8, round(th * (box[3] - box[2]))), max(8, round(tw * (box[1] - box[0])))
+    h = max(8, min(round(th * (box[3] - box[2])), sh))
+    w = max(8, min(round(tw * (box[1] - box[0])), sw))
     cells = _resample(np.ascontiguousarray(fine), *_taps(0.0, 1.0, h, SAMPLE_SIDE), *_taps(0.0, 1.0, w, SAMPLE_SIDE))
     thumb = np.asarray(thumb, dtype=np.float32)
     box = list(box)
@@ -314,22 +319,28 @@ def refine(sample: list, thumb: np.ndarray, reading: int, box, mirrored: bool) -
 
 
 @numba.njit(nogil=True, cache=True)
-def _agreeing(cells, fitted, tolerance):
-    """Share of the sample's pixels whose colour (max over channels) is within `tolerance` of the fitted eval
-    pixel at the same place or one of its 8 neighbours (1 px of misalignment or resampling blur)."""
+def _agreeing(cells, fitted, tolerance, region, gain):
+    """(colour, hue): shares of the sample's pixels that agree with the eval region at the same place or one of
+    its 8 neighbours (1 px of misalignment or resampling blur). Colour: max over channels of the difference
+    from the fitted eval pixel within `tolerance`. Hue: the same for the channel differences (R - G, G - B),
+    which the fitted offset leaves unchanged and the gain scales, compared with `gain` times the eval's."""
     h, w = cells.shape[:2]
-    count = 0
+    colour, hue = 0, 0
     for i in range(h):
         for j in range(w):
-            best = np.inf
+            best, best_hue = np.inf, np.inf
+            rg, gb = cells[i, j, 0] - cells[i, j, 1], cells[i, j, 1] - cells[i, j, 2]
             for y in range(max(i - 1, 0), min(i + 2, h)):
                 for x in range(max(j - 1, 0), min(j + 2, w)):
                     r = 0.0
                     for c in range(3):
                         r = max(r, abs(cells[i, j, c] - fitted[y, x, c]))
                     best = min(best, r)
-            count += best <= tolerance
-    return count / (h * w)
+                    best_hue = min(best_hue, max(abs(rg - gain * (region[y, x, 0] - region[y, x, 1])),
+                                                 abs(gb - gain * (region[y, x, 1] - region[y, x, 2]))))
+            colour += best <= tolerance
+            hue += best_hue <= tolerance
+    return colour / (h * w), hue / (h * w)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -440,6 +451,9 @@ def _fit(cells, region, low, high):
 def agreement(cells: np.ndarray, region: np.ndarray, tolerance: float = PIXEL_TOLERANCE) -> tuple[float, float]:
     """(pixels, edges) of a sample against the aligned eval region, both (h, w, 3) on the same cells.
 
+    `pixels` is the lower of the shares agreeing in colour and in hue (`_agreeing`): one gain and offset can
+    map a flat colour onto another (a pink field onto a brown one within 32 on every channel), not their hue.
+
     The gain and offset are fitted on the sample's unsaturated values, refitted without the worst quarter and
     the gain clamped to GAINS (`_fit`); the fitted eval pixels are clipped as the sample's were. An eval edge
     counts 1 when the sample has it in place, 1/2 when 1 px across (a sharp step falls between two thumbnail
@@ -459,7 +473,8 @@ def agreement(cells: np.ndarray, region: np.ndarray, tolerance: float = PIXEL_TO
     overall, worst, strong = _edge_score(cells, region, EDGE_STEP, a * EDGE_STEP / 2, MIN_EDGE_PIXELS)
     if strong < MIN_EDGE_PIXELS:  # too few edges to test: a smooth photo passes, a plain field fails
         overall = float(region.reshape(-1, 3).std(axis=0).max() >= PLAIN_STD)
-    return _agreeing(cells, fitted, tolerance), min(overall, BLOCK_EDGE_SCALE * worst)
+    colour, hue = _agreeing(cells, fitted, tolerance, region, a)
+    return min(colour, hue), min(overall, BLOCK_EDGE_SCALE * worst)
 
 
 def measure(sample: list, thumb: np.ndarray, aspect: float, min_colour: float) -> tuple[float, float, float]:
@@ -516,7 +531,7 @@ def sample_signature(sample: list) -> tuple[np.ndarray, np.ndarray]:
     """(vectors (2 * readings, SIGNATURE_DIM), aspect of each): every reading's 8x8 grid as is and mirrored."""
     cells = SAMPLE_SIDE // SIGNATURE_SIDE
     grids, aspects = [], []
-    for _, aspect, fine in sample:
+    for _, aspect, fine, _ in sample:
         grid = fine.reshape(SIGNATURE_SIDE, cells, SIGNATURE_SIDE, cells, 3).mean(axis=(1, 3))
         grids += [grid, grid[:, ::-1]]
         aspects += [aspect, aspect]

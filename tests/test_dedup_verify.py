@@ -337,3 +337,32 @@ def test_off_centre_crops_of_a_banner_squared_by_the_resize_are_found(index):
                 if name not in {m.eval_id for m in found}:
                     missed.append((name, ax, ay, sorted(m.eval_id for m in found)))
     assert missed == []
+
+
+def terminal(colour) -> Image.Image:
+    """A terminal icon: a rounded field of one colour with a prompt."""
+    im = Image.new("RGB", (128, 128), (255, 255, 255))
+    d = ImageDraw.Draw(im)
+    d.rounded_rectangle((8, 16, 120, 112), 10, fill=colour)
+    d.line((28, 44, 48, 60, 28, 76), fill=(255, 255, 255), width=6)
+    d.line((56, 80, 88, 80), fill=(255, 200, 60), width=6)
+    return im
+
+
+@pytest.mark.parametrize("mode", ["center_crop", "border"])
+def test_the_same_icon_in_another_hue_fails_and_copies_pass(mode):
+    """A gain and offset map the brown field onto a pink one within the colour tolerance on every pixel; the
+    channel differences (which an offset leaves and a gain scales) do not agree. Copies agree in both."""
+    eval_icon = terminal((135, 54, 45))
+    thumb = verify.thumbnail(eval_icon)
+    features = verify.sample_features(written(terminal((166, 62, 99)), mode))
+    cells, region = verify.refine(features, thumb, *verify.align(features, thumb, 1.0)[1:])
+    gain, offset = verify._fit(cells, region, *verify.GAINS)
+    colour, hue = verify._agreeing(cells, np.clip(gain * region + offset, 0, 255).astype(np.float32),
+                                   verify.PIXEL_TOLERANCE, region, gain)
+    assert colour >= DEFAULT_MIN_PIXELS and hue < DEFAULT_MIN_PIXELS
+    assert verify.agreement(cells, region)[0] < DEFAULT_MIN_PIXELS
+    rejected = [alter for alter in sorted(ALTER) if not verify.verify(
+        verify.sample_features(written(ALTER[alter](eval_icon).convert("RGB"), mode)), thumb, 1.0,
+        DEFAULT_MIN_COLOUR, DEFAULT_MIN_PIXELS, DEFAULT_MIN_EDGES)[0]]
+    assert rejected == []

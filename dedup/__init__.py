@@ -17,7 +17,7 @@ Where things happen:
 - build_index.py: `openwit eval-index --eval-set NAME=PATH ... --output eval.idx`.
 - overlap.py: overlap records written to OUT/overlap/{eval_set}.parquet.
 
-Thresholds (pHash retrieval radius 12 bits; verification: colour 0.9, pixels 0.9, edges 0.8; caption
+Thresholds (pHash retrieval radius 16 bits; verification: colour 0.9, pixels 0.9, edges 0.8; caption
 distance 0.5) and their measured recall and false-positive rates are in bench/RESULTS.md, "Eval-set
-decontamination", "Retrieve, then verify", "Verification at 64 px" and "Pre-filter".
+decontamination", "Retrieve, then verify", "Verification at 64 px", "Pre-filter" and "Local edges, hue".
 """

@@ -40,8 +40,9 @@ FORMAT = "openwit-eval-index"
 VERSION = 4  # 2: thumbnails and aspect ratios for verification; 3: 64 px thumbnails in their aspect ratio;
 # 4: pre-filter signatures
 # Largest pHash distance retrieved as a candidate, and the verification's thresholds (dedup/verify.py);
-# chosen from the measured recall / false-positive curves in bench/RESULTS.md ("Verification at 64 px").
-DEFAULT_RADIUS = 12
+# chosen from the measured recall / false-positive curves in bench/RESULTS.md ("Verification at 64 px";
+# radius 16 since "Local edges, hue": overlay text moves a flat graphic's pHash 13-16 bits).
+DEFAULT_RADIUS = 16
 DEFAULT_MIN_COLOUR = 0.9
 DEFAULT_MIN_PIXELS = 0.9
 DEFAULT_MIN_EDGES = 0.8

@@ -361,11 +361,11 @@ def _steps(grey, i, j, step):
 
 @numba.njit(nogil=True, cache=True)
 def _edge_score(cells, region, strong_step, found_step, min_edges):
-    """(overall, worst ninth, strong steps): shares of the eval region's strong grey steps (of `strong_step`) that the sample
-    has (of `found_step`): 1 in place; 1/2 one pixel across the edge (left or right for steps along a row, up or
-    down for steps along a column: a sharp step in the sample is spread over two thumbnail pixels when it falls
-    inside one; along the edge nothing moves), 0 otherwise. The second share is the lowest over the 3x3 ninths
-    of the region holding `min_edges` strong steps or more (1.0 when none does)."""
+    """(overall, worst ninth, strong steps): shares of the eval region's strong grey steps (of `strong_step`)
+    that the sample has (of `found_step`): 1 in place; 1/2 one pixel across the edge (left or right for steps
+    along a row, up or down for steps along a column: a sharp step in the sample is spread over two thumbnail
+    pixels when it falls inside one; along the edge nothing moves), 0 otherwise. The second share is the
+    lowest over the 3x3 ninths of the region holding `min_edges` strong steps or more (1.0 when none does)."""
     h, w = cells.shape[:2]
     grey_s, grey_e = np.empty((h, w), np.float32), np.empty((h, w), np.float32)
     for i in range(h):

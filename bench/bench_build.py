@@ -85,9 +85,11 @@ def commands(pairs: str, queries: str, out: str, cores: int, baseline: str | Non
     tools = {"openwit": [OPENWIT, *build]}
     if baseline:
         # The same venv, another version of our code: `python -m openwit` with that tree first on sys.path
-        # (ahead of this checkout's editable install), run by env.
-        tools["baseline"] = ["env", f"PYTHONPATH={os.path.abspath(baseline)}", sys.executable, "-m", "openwit",
-                             *build]
+        # (ahead of this checkout's editable install), run by env. -P: without it `-m` puts the working
+        # directory, this checkout, ahead of PYTHONPATH, and the "baseline" ran this checkout's code (as it did
+        # until speed pass 5).
+        tools["baseline"] = ["env", f"PYTHONPATH={os.path.abspath(baseline)}", sys.executable, "-P", "-m",
+                             "openwit", *build]
     return {**tools,
         "img2dataset": [I2D, "--url_list", pairs, "--input_format", "parquet", "--url_col", "url",
                         "--caption_col", "caption", "--output_folder", out, "--output_format", "webdataset",

@@ -275,6 +275,14 @@ def test_an_index_of_an_older_format_asks_to_rebuild_it(tmp_path):
         EvalIndex.load(str(tmp_path / "old.idx.npz"))
 
 
+def rejected_copies(image: Image.Image, mode: str) -> list[str]:
+    """The alterations of `image` (ALTER), written by the pipeline, that verification rejects."""
+    thumb, aspect = verify.thumbnail(image), image.width / image.height
+    return [alter for alter in sorted(ALTER) if not verify.verify(
+        verify.sample_features(written(ALTER[alter](image).convert("RGB"), mode)), thumb, aspect,
+        DEFAULT_MIN_COLOUR, DEFAULT_MIN_PIXELS, DEFAULT_MIN_EDGES)[0]]
+
+
 def face(eyes: str) -> Image.Image:
     """An emoji-like face on white; the same face with other eyes is another emoji, not a copy."""
     im = Image.new("RGB", (128, 128), (255, 255, 255))
@@ -302,10 +310,7 @@ def test_a_look_alike_that_differs_in_one_spot_fails_there_and_copies_pass(mode)
     whole = verify._edge_score(cells, region, verify.EDGE_STEP, verify.EDGE_STEP / 2, verify.MIN_EDGE_PIXELS)[0]
     assert colour >= DEFAULT_MIN_COLOUR and pixels >= DEFAULT_MIN_PIXELS and whole >= DEFAULT_MIN_EDGES
     assert edges < DEFAULT_MIN_EDGES
-    rejected = [alter for alter in sorted(ALTER) if not verify.verify(
-        verify.sample_features(written(ALTER[alter](face("open")).convert("RGB"), mode)), thumb, 1.0,
-        DEFAULT_MIN_COLOUR, DEFAULT_MIN_PIXELS, DEFAULT_MIN_EDGES)[0]]
-    assert rejected == []
+    assert rejected_copies(face("open"), mode) == []
 
 
 def test_a_plain_field_of_the_banners_colour_is_not_a_copy():
@@ -362,7 +367,4 @@ def test_the_same_icon_in_another_hue_fails_and_copies_pass(mode):
                                    verify.PIXEL_TOLERANCE, region, gain)
     assert colour >= DEFAULT_MIN_PIXELS and hue < DEFAULT_MIN_PIXELS
     assert verify.agreement(cells, region)[0] < DEFAULT_MIN_PIXELS
-    rejected = [alter for alter in sorted(ALTER) if not verify.verify(
-        verify.sample_features(written(ALTER[alter](eval_icon).convert("RGB"), mode)), thumb, 1.0,
-        DEFAULT_MIN_COLOUR, DEFAULT_MIN_PIXELS, DEFAULT_MIN_EDGES)[0]]
-    assert rejected == []
+    assert rejected_copies(eval_icon, mode) == []

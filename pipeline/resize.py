@@ -36,7 +36,10 @@ REASONS = {
     "side_too_large": "one side longer than max_side pixels",
     "too_small": "the smaller original side is below min_image_size",
     "bad_aspect_ratio": "longer side / shorter side above max_aspect_ratio",
+    "output_too_large": "resized, a side would exceed what the output format stores (JPEG 65,500, WebP 16,383 px)",
 }
+# The longest side each output format can store (libjpeg's JPEG_MAX_DIMENSION, WebP's 14-bit sizes).
+MAX_OUTPUT_SIDE = {"jpg": 65500, "webp": 16383, "png": 2**31 - 1}
 
 # Only these decoders are ever run on downloaded bytes: common web formats with well-exercised decoders.
 # Pillow would otherwise also try EPS (which runs Ghostscript), PSD, TIFF and dozens of rare formats.
@@ -158,6 +161,9 @@ def process_image(data: bytes, options: ImageOptions) -> ProcessedImage:
 
     # Plan the single resize in the stored orientation: the output size, and the source box it reads.
     scaled, crop = _plan(stored_w, stored_h, options)
+    if max(scaled or (stored_w, stored_h)) > MAX_OUTPUT_SIDE[options.encode_format]:
+        raise ImageRejected("output_too_large", f"{width}x{height} resized is {scaled or (width, height)}, above "
+                                                f"{MAX_OUTPUT_SIDE[options.encode_format]} px for {options.encode_format}")
     if scaled is not None and img.format in ("JPEG", "MPO"):
         # Ask libjpeg for the smallest DCT scale that still covers the part we keep, at full scale.
         need_w, need_h = scaled if crop is None else (scaled[0] * stored_w // (crop[2] - crop[0]),
@@ -256,14 +262,17 @@ def _encode_file():
 
     Why a file: Pillow encodes into a real file descriptor with the GIL released (ImageFile._save ->
     encode_to_file), but into a BytesIO chunk by chunk with the GIL held, ~0.2 ms per 256 px JPEG during which
-    the other decode threads and the fetch loop wait. The bytes are the same either way."""
+    the other decode threads and the fetch loop wait. The bytes are the same either way.
+
+    A forked process gets its own: the parent's file is shared with it (one offset, one content), and two
+    processes encoding into it at once wrote each other's bytes (a multiprocessing pool after a first encode)."""
     f = getattr(_scratch, "file", False)
-    if f is False:
+    if f is False or _scratch.pid != os.getpid():
         try:
             f = open(os.memfd_create("openwit-encode", os.MFD_CLOEXEC), "w+b", buffering=0)
         except (AttributeError, OSError):  # no memfd here (not Linux, a sandbox, out of descriptors)
             f = None
-        _scratch.file = f
+        _scratch.file, _scratch.pid = f, os.getpid()
     return f
 
 

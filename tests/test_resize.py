@@ -234,8 +234,15 @@ def test_bad_options_are_input_errors(options):
 @given(w=st.integers(1, 700), h=st.integers(1, 700), mode=st.sampled_from(RESIZE_MODES),
        size=st.integers(1, 300), fmt=st.sampled_from(["JPEG", "PNG"]))
 def test_output_geometry_follows_the_mode(w, h, mode, size, fmt):
-    out = process_image(encode(Image.new("RGB", (w, h), (10, 200, 90)), fmt),
-                        ImageOptions(resize_mode=mode, image_size=size))
+    from pipeline.resize import MAX_OUTPUT_SIDE, ImageRejected
+
+    try:
+        out = process_image(encode(Image.new("RGB", (w, h), (10, 200, 90)), fmt),
+                            ImageOptions(resize_mode=mode, image_size=size))
+    except ImageRejected as e:  # only a keep_ratio side past what JPEG stores
+        assert e.reason == "output_too_large" and mode == "keep_ratio"
+        assert max(w, h) * size / min(w, h) > MAX_OUTPUT_SIDE["jpg"] - 1
+        return
     ow, oh = out.image.size
     assert (out.original_width, out.original_height) == (w, h) and (out.width, out.height) == (ow, oh)
     if mode == "no":
@@ -288,6 +295,30 @@ def test_encoding_through_the_thread_file_gives_the_bytes_pillow_writes_to_memor
         other.submit(check).result()
 
 
+def _encode_file_inode(_=None) -> int:
+    import os
+
+    from pipeline import resize
+
+    return os.fstat(resize._encode_file().fileno()).st_ino
+
+
+def test_a_forked_process_encodes_into_a_file_of_its_own():
+    """A pool forked after a first encode: the parent's memfd would be shared (one offset, one content) by every
+    child, and children encoding at once wrote each other's bytes (a benchmark's pool crashed on them)."""
+    import multiprocessing
+
+    import pytest
+
+    if not hasattr(__import__("os"), "memfd_create"):
+        pytest.skip("no memfd on this OS")
+    process_image(encode(halves((64, 33))), ImageOptions(image_size=64))  # the parent's own file exists now
+    parent = _encode_file_inode()
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        children = pool.map(_encode_file_inode, range(4))
+    assert parent not in children
+
+
 def test_encoding_without_memfd_falls_back_to_memory(monkeypatch):
     import os
 
@@ -300,3 +331,19 @@ def test_encoding_without_memfd_falls_back_to_memory(monkeypatch):
     monkeypatch.setattr(resize, "_scratch", __import__("threading").local())
     result = process_image(encode(halves((120, 80))), ImageOptions(image_size=64))
     assert result.data == encode(result.image, "JPEG", quality=95)
+
+
+def test_a_resize_past_the_output_format_s_largest_side_is_a_reject_not_a_crash():
+    """1 x 251 at keep_ratio 261 would be 261 x 65,511: more than JPEG stores (hypothesis found it)."""
+    import pytest
+
+    from pipeline.resize import ImageRejected
+
+    with pytest.raises(ImageRejected) as e:
+        process_image(encode(Image.new("RGB", (1, 251), (10, 200, 90)), "JPEG"),
+                      ImageOptions(resize_mode="keep_ratio", image_size=261))
+    assert e.value.reason == "output_too_large"
+    thin = process_image(encode(Image.new("RGB", (1, 251), (10, 200, 90)), "JPEG"),
+                         ImageOptions(resize_mode="keep_ratio", image_size=261, encode_format="png",
+                                      encode_quality=6))
+    assert thin.image.size == (261, 65511)

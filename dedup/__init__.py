@@ -10,7 +10,8 @@ Where things happen:
   one matrix product (the pre-filter; the best 16 scoring 0.8+ go on), then each is verified on pixels
   before it counts as a match: the sample is aligned on the eval image's stored 64 px thumbnail (colour
   correlation over every crop/flip a copy can show, then refined), and at the aligned region most of its
-  pixels must agree in colour (after one gain and offset) AND most of the region's strong edges must be found.
+  pixels must agree in colour and hue (after one gain and offset) AND most of the region's strong edges must be
+  found, in every ninth of it too (a plain region with no edges proves nothing).
 - caption_index.py: caption copies by MinHash LSH over word bigrams, confirmed by exact Jaccard.
 - eval_index.py: the index file (`EvalIndex.build/save/load`) and `lookup` (one sample) /
   `lookup_many` (a shard's samples at once, the fast path) returning `OverlapMatch` records.

@@ -161,9 +161,10 @@ def process_image(data: bytes, options: ImageOptions) -> ProcessedImage:
 
     # Plan the single resize in the stored orientation: the output size, and the source box it reads.
     scaled, crop = _plan(stored_w, stored_h, options)
-    if max(scaled or (stored_w, stored_h)) > MAX_OUTPUT_SIDE[options.encode_format]:
-        raise ImageRejected("output_too_large", f"{width}x{height} resized is {scaled or (width, height)}, above "
-                                                f"{MAX_OUTPUT_SIDE[options.encode_format]} px for {options.encode_format}")
+    largest = MAX_OUTPUT_SIDE[options.encode_format]
+    if max(scaled or (stored_w, stored_h)) > largest:
+        raise ImageRejected("output_too_large", f"{width}x{height} resized has a side above {largest} px, the "
+                                                f"most {options.encode_format} stores")
     if scaled is not None and img.format in ("JPEG", "MPO"):
         # Ask libjpeg for the smallest DCT scale that still covers the part we keep, at full scale.
         need_w, need_h = scaled if crop is None else (scaled[0] * stored_w // (crop[2] - crop[0]),
@@ -279,8 +280,7 @@ def _encode_file():
 def _encode(img: Image.Image, options: ImageOptions) -> bytes:
     f = _encode_file()
     out = io.BytesIO() if f is None else f
-    if f is not None:
-        f.seek(0)
+    out.seek(0)  # the thread's file holds the previous image: overwrite it from the start
     if options.encode_format == "jpg":
         img.save(out, "JPEG", quality=options.encode_quality)
     elif options.encode_format == "webp":

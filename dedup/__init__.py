@@ -11,7 +11,8 @@ Where things happen:
   before it counts as a match: the sample is aligned on the eval image's stored 64 px thumbnail (colour
   correlation over every crop/flip a copy can show, then refined), and at the aligned region most of its
   pixels must agree in colour and hue (after one gain and offset) AND most of the region's strong edges must be
-  found, in every ninth of it too (a plain region with no edges proves nothing).
+  found, in every ninth of it too (a plain region with no edges proves nothing), and none of its details may be
+  missing where the sample is plain.
 - caption_index.py: caption copies by MinHash LSH over word bigrams, confirmed by exact Jaccard.
 - eval_index.py: the index file (`EvalIndex.build/save/load`) and `lookup` (one sample) /
   `lookup_many` (a shard's samples at once, the fast path) returning `OverlapMatch` records.
@@ -20,5 +21,6 @@ Where things happen:
 
 Thresholds (pHash retrieval radius 16 bits; verification: colour 0.9, pixels 0.9, edges 0.8; caption
 distance 0.5) and their measured recall and false-positive rates are in bench/RESULTS.md, "Eval-set
-decontamination", "Retrieve, then verify", "Verification at 64 px", "Pre-filter" and "Local edges, hue".
+decontamination", "Retrieve, then verify", "Verification at 64 px", "Pre-filter", "Local edges, hue" and "Details lost
+to plain".
 """

@@ -7,8 +7,9 @@ A sample overlaps an eval item when
   the sample's candidates by the pre-filter (scoring verify.PREFILTER or more) AND the pair passes verification
   on pixels (dedup/verify.py): aligned on the eval image's stored 64 px thumbnail, its colours correlate at
   `min_colour` or more, at least `min_pixels` of its pixels agree in colour and hue and `min_edges` of the
-  region's strong edges are found (and half that share in every ninth of the region). The hash only
-  retrieves candidates; flat graphics collide there by the thousand;
+  region's strong edges are found (and half that share in every ninth of the region, and no detail of it is
+  missing where the sample is plain). The hash only retrieves candidates; flat graphics collide there by the
+  thousand;
 - its caption is within `caption_max_distance` (1 - Jaccard of word bigrams) of one of the item's
   captions ("caption_minhash"; see dedup/caption_index.py).
 

@@ -26,7 +26,9 @@ not a squashed 64 x 64, so its letters survive); the sample is kept at SAMPLE_SI
      sign) that the sample has, in place (1) or 1 px across (1/2): a chamfer-style recall. Other words on
      the same colour, a circle against a rounded square, a drawing with other details lose their edges; a
      copy under overlay text keeps most of them. Each ninth of the region holding enough of them must keep
-     a share too (a look-alike differs in one spot), and a plain region with no edges proves nothing.
+     a share too (a look-alike differs in one spot), and a plain region with no edges proves nothing;
+   - no detail of the eval region may be missing where the sample is plain (`lost_to_plain`): a star
+     without its centre dot, a face without its eyes. Overlay text hides edges under letters of its own.
    The former 16x16 colour correlation on a 32 px thumbnail could not tell these apart (bench/RESULTS.md).
 
 Thresholds come from the measured curves in bench/RESULTS.md ("Verification at 64 px").
@@ -47,7 +49,7 @@ SIDE = 16  # side of the colour grid the alignment compares
 SAMPLE_SIDE = MAX_THUMB_SIDE  # the sample is kept at this side (squashed) and reduced to each region's cells
 KEEPS = (1.0, 0.95, 0.9)  # fractions of each side a copy keeps (crops of up to 10% off two sides)
 ANCHORS = (0.0, 0.25, 0.5, 0.75, 1.0)
-METHOD = "align64+pixels+hue+local-edges"  # name of the verification in overlap records
+METHOD = "align64+pixels+hue+local-edges+details"  # name of the verification in overlap records
 # A region is tried when its aspect ratio is within this factor (log) of the sample's: a 10% crop off one
 # side, or resampling, changes it by less.
 ASPECT_TOLERANCE = 0.15
@@ -64,6 +66,11 @@ MIN_EDGE_PIXELS = 8  # fewer strong edges than this: nothing for the edge test t
 PLAIN_STD = 6.0  # ... and a region whose channels vary less than this (std, of 255) is a plain field
 # A ninth of the region must keep 1 / BLOCK_EDGE_SCALE of what the whole region must (0.5 at min_edges 0.8).
 BLOCK_EDGE_SCALE = 1.6
+# This many of the eval region's strong-edge pixels where the sample is plain (no step of half the strength within
+# 1 px, any orientation) reject the pair: a detail the sample does not have. Its outer BORDER_RING px are left
+# out: a crop's edge row is where a 1/4 px misalignment loses a line.
+MAX_LOST_TO_PLAIN = 10
+BORDER_RING = 2
 
 
 def thumb_shape(aspect: float) -> tuple[int, int]:
@@ -448,6 +455,36 @@ def _fit(cells, region, low, high):
     return a, b
 
 
+def _step_pixels(grey: np.ndarray, step: float) -> np.ndarray:
+    """(h, w) bool: the pixels on either side of a grey step of at least `step` to a 4-neighbour."""
+    out = np.zeros(grey.shape, dtype=bool)
+    across, down = np.abs(np.diff(grey, axis=1)) >= step, np.abs(np.diff(grey, axis=0)) >= step
+    out[:, :-1] |= across
+    out[:, 1:] |= across
+    out[:-1] |= down
+    out[1:] |= down
+    return out
+
+
+def lost_to_plain(cells: np.ndarray, region: np.ndarray, found_step: float) -> int:
+    """How many of the eval region's strong-edge pixels (EDGE_STEP) have no step of `found_step` in the sample
+    within 1 px, of any orientation, BORDER_RING px or more inside the region: a detail the sample lacks.
+
+    A copy keeps its details (softened by JPEG and resampling, not flattened); overlay text hides some under its
+    own letters, which have edges of their own; a look-alike lacks the eval image's dot, eyes, hand or
+    mouth where the sample is plain (a star of David without its centre dot: 93 such pixels; copies: at most
+    6 for 99% of them, bench/RESULTS.md "Details lost to plain")."""
+    strong = _step_pixels(region.mean(axis=2), EDGE_STEP)
+    h, w = strong.shape
+    has = np.pad(_step_pixels(cells.mean(axis=2), found_step), 1)
+    near = np.zeros_like(strong)
+    for dy in range(3):
+        for dx in range(3):
+            near |= has[dy:dy + h, dx:dx + w]
+    lost = strong & ~near
+    return int(lost[BORDER_RING:h - BORDER_RING, BORDER_RING:w - BORDER_RING].sum())
+
+
 def agreement(cells: np.ndarray, region: np.ndarray, tolerance: float = PIXEL_TOLERANCE) -> tuple[float, float]:
     """(pixels, edges) of a sample against the aligned eval region, both (h, w, 3) on the same cells.
 
@@ -474,7 +511,10 @@ def agreement(cells: np.ndarray, region: np.ndarray, tolerance: float = PIXEL_TO
     if strong < MIN_EDGE_PIXELS:  # too few edges to test: a smooth photo passes, a plain field fails
         overall = float(region.reshape(-1, 3).std(axis=0).max() >= PLAIN_STD)
     colour, hue = _agreeing(cells, fitted, tolerance, region, a)
-    return min(colour, hue), min(overall, BLOCK_EDGE_SCALE * worst)
+    edges = min(overall, BLOCK_EDGE_SCALE * worst)
+    if lost_to_plain(cells, region, a * EDGE_STEP / 2) >= MAX_LOST_TO_PLAIN:
+        edges = 0.0  # a detail of the eval image is missing where the sample is plain
+    return min(colour, hue), edges
 
 
 def measure(sample: list, thumb: np.ndarray, aspect: float, min_colour: float) -> tuple[float, float, float]:

@@ -26,7 +26,9 @@ not a squashed 64 x 64, so its letters survive); the sample is kept at SAMPLE_SI
      sign) that the sample has, in place (1) or 1 px across (1/2): a chamfer-style recall. Other words on
      the same colour, a circle against a rounded square, a drawing with other details lose their edges; a
      copy under overlay text keeps most of them. Each ninth of the region holding enough of them must keep
-     a share too (a look-alike differs in one spot), and a plain region with no edges proves nothing;
+     a share too (a look-alike differs in one spot). A region without strong grey edges is tested on the
+     weaker steps along its own main colour axis (faint letters, or another hue at the same grey); one
+     with none of those either passes when its colours vary (a smooth photo): a plain field proves nothing;
    - no detail of the eval region may be missing where the sample is plain (`lost_to_plain`): a star
      without its centre dot, a face without its eyes. Overlay text hides edges under letters of its own.
    The former 16x16 colour correlation on a 32 px thumbnail could not tell these apart (bench/RESULTS.md).
@@ -61,6 +63,12 @@ PIXEL_TOLERANCE = 32.0  # largest colour difference (of 255, max over channels) 
 # needs half of it (JPEG and resampling soften its steps). Small letters blurred into a 64 px thumbnail step
 # by 30-60: at 48 some banners had fewer than MIN_EDGE_PIXELS strong edges and passed the test vacuously.
 EDGE_STEP = 24.0
+# A region with fewer strong grey edges than MIN_EDGE_PIXELS is tested again on its steps along its own main
+# colour axis, of WEAK_EDGE_STEP: faint words or shapes on a near colour, or of another hue at the same grey
+# (pink letters on lime), are details a copy keeps; a smooth photo has none. The sample needs a third of the
+# step: a photo's faint stripes, cropped and resampled, keep less than half of theirs.
+WEAK_EDGE_STEP = 12.0
+GREY = np.full(3, 1 / 3, np.float32)
 REFINE_ROUNDS = 4  # rounds of moving each side of the aligned region by half a pixel
 MIN_EDGE_PIXELS = 8  # fewer strong edges than this: nothing for the edge test to contradict
 PLAIN_STD = 6.0  # ... and a region whose channels vary less than this (std, of 255) is a plain field
@@ -367,18 +375,19 @@ def _steps(grey, i, j, step):
 
 
 @numba.njit(nogil=True, cache=True)
-def _edge_score(cells, region, strong_step, found_step, min_edges):
-    """(overall, worst ninth, strong steps): shares of the eval region's strong grey steps (of `strong_step`)
-    that the sample has (of `found_step`): 1 in place; 1/2 one pixel across the edge (left or right for steps
-    along a row, up or down for steps along a column: a sharp step in the sample is spread over two thumbnail
-    pixels when it falls inside one; along the edge nothing moves), 0 otherwise. The second share is the
-    lowest over the 3x3 ninths of the region holding `min_edges` strong steps or more (1.0 when none does)."""
+def _edge_score(cells, region, strong_step, found_step, min_edges, axis=GREY):
+    """(overall, worst ninth, strong steps): shares of the eval region's strong steps (of `strong_step`) that
+    the sample has (of `found_step`): 1 in place; 1/2 one pixel across the edge (left or right for steps along
+    a row, up or down for steps along a column: a sharp step in the sample is spread over two thumbnail pixels
+    when it falls inside one; along the edge nothing moves), 0 otherwise. The second share is the lowest over
+    the 3x3 ninths of the region holding `min_edges` strong steps or more (1.0 when none does). Steps are
+    of the pixels' projection on `axis` (RGB weights summing to 1 in absolute value): grey by default."""
     h, w = cells.shape[:2]
     grey_s, grey_e = np.empty((h, w), np.float32), np.empty((h, w), np.float32)
     for i in range(h):
         for j in range(w):
-            grey_s[i, j] = (cells[i, j, 0] + cells[i, j, 1] + cells[i, j, 2]) / 3
-            grey_e[i, j] = (region[i, j, 0] + region[i, j, 1] + region[i, j, 2]) / 3
+            grey_s[i, j] = axis[0] * cells[i, j, 0] + axis[1] * cells[i, j, 1] + axis[2] * cells[i, j, 2]
+            grey_e[i, j] = axis[0] * region[i, j, 0] + axis[1] * region[i, j, 1] + axis[2] * region[i, j, 2]
     totals, scores = np.zeros(9, np.int64), np.zeros(9)
     for i in range(h):
         for j in range(w):
@@ -455,6 +464,15 @@ def _fit(cells, region, low, high):
     return a, b
 
 
+def _main_axis(region: np.ndarray) -> np.ndarray:
+    """The RGB direction along which the region's colours vary most (first principal axis), its weights
+    summing to 1 in absolute value (grey's are 1/3 each)."""
+    pixels = region.reshape(-1, 3).astype(np.float64)
+    pixels -= pixels.mean(axis=0)
+    axis = np.linalg.eigh(pixels.T @ pixels)[1][:, -1]
+    return (axis / max(np.abs(axis).sum(), 1e-9)).astype(np.float32)
+
+
 def _step_pixels(grey: np.ndarray, step: float) -> np.ndarray:
     """(h, w) bool: the pixels on either side of a grey step of at least `step` to a 4-neighbour."""
     out = np.zeros(grey.shape, dtype=bool)
@@ -501,13 +519,19 @@ def agreement(cells: np.ndarray, region: np.ndarray, tolerance: float = PIXEL_TO
     `edges` is the lower of the region's edge share and BLOCK_EDGE_SCALE times its worst ninth's: a copy loses
     edges evenly (blur, JPEG, resampling), a look-alike where it differs (other eyes in the same face, snow for
     rain under the same cloud: 83% of the face's edges found, 0-40% around the eyes). A region with too few
-    strong edges to test counts 1.0 when its colours vary (a smooth photo) and 0.0 when it is a plain field: a
-    plain square of a banner's colour is no evidence of a copy of that banner (bench/RESULTS.md, "Local edges").
+    strong edges to test is tested on its weaker steps along its main colour axis (WEAK_EDGE_STEP, `_main_axis`:
+    faint letters are details too); with too few of those it counts 1.0 when its colours vary (a smooth photo)
+    and 0.0 when it is a plain field: a plain square of a banner's colour is no evidence of a copy of that
+    banner (bench/RESULTS.md, "Local edges"). Finally, eval details missing where the sample is plain
+    (`lost_to_plain`, MAX_LOST_TO_PLAIN or more) set `edges` to 0.
     """
     cells, region = np.ascontiguousarray(cells, np.float32), np.ascontiguousarray(region, np.float32)
     a, b = _fit(cells, region, *GAINS)
     fitted = np.clip(a * region + b, 0, 255).astype(np.float32)
     overall, worst, strong = _edge_score(cells, region, EDGE_STEP, a * EDGE_STEP / 2, MIN_EDGE_PIXELS)
+    if strong < MIN_EDGE_PIXELS:  # faint letters or shapes, or of another hue at the same grey
+        overall, worst, strong = _edge_score(cells, region, WEAK_EDGE_STEP, a * WEAK_EDGE_STEP / 3, MIN_EDGE_PIXELS,
+                                             _main_axis(region))
     if strong < MIN_EDGE_PIXELS:  # too few edges to test: a smooth photo passes, a plain field fails
         overall = float(region.reshape(-1, 3).std(axis=0).max() >= PLAIN_STD)
     colour, hue = _agreeing(cells, fitted, tolerance, region, a)

@@ -397,3 +397,31 @@ def test_a_look_alike_without_a_detail_of_the_eval_image_fails_and_copies_pass(m
     pixels, edges = verify.agreement(cells, region)
     assert pixels >= DEFAULT_MIN_PIXELS and edges < DEFAULT_MIN_EDGES
     assert rejected_copies(star(dot=True), mode) == []
+
+
+def faint_word(field, ink) -> Image.Image:
+    """A big word in an ink close to its field: 10-35 levels off in grey, or another hue at the same grey."""
+    im = Image.new("RGB", (300, 300), field)
+    ImageDraw.Draw(im).text((40, 90), "Wyc", fill=ink, font_size=110)
+    return im
+
+
+@pytest.mark.parametrize("mode", ["center_crop", "border"])
+@pytest.mark.parametrize("field, ink", [((30, 185, 200), (20, 150, 165)), ((190, 210, 80), (185, 160, 175))],
+                         ids=["darker", "same-grey"])
+def test_faint_letters_are_details_a_look_alike_lacks_and_copies_keep(mode, field, ink):
+    """The eval image's letters have no strong grey edge, so its region used to pass as a smooth photo's; a
+    banner of the same field with other small words agreed on 97-98% of the pixels and was taken for a copy
+    (gen_text against the 100k eval set, bench/RESULTS.md). Tested on their own colour axis, the faint letters
+    are missing from it; every altered copy of the faint banner keeps them."""
+    eval_image = faint_word(field, ink)
+    thumb = verify.thumbnail(eval_image)
+    sample = Image.new("RGB", (300, 300), field)
+    ImageDraw.Draw(sample).text((30, 130), "Gallery 77", fill=(20, 20, 20), font_size=34)
+    features = verify.sample_features(written(sample, mode))
+    cells, region = verify.refine(features, thumb, *verify.align(features, thumb, 1.0)[1:])
+    strong = verify._edge_score(cells, region, verify.EDGE_STEP, verify.EDGE_STEP / 2, verify.MIN_EDGE_PIXELS)[2]
+    assert strong < verify.MIN_EDGE_PIXELS and region.reshape(-1, 3).std(axis=0).max() >= verify.PLAIN_STD
+    pixels, edges = verify.agreement(cells, region)
+    assert pixels >= DEFAULT_MIN_PIXELS and edges < DEFAULT_MIN_EDGES
+    assert rejected_copies(eval_image, mode) == []

@@ -1,4 +1,4 @@
-"""The image signals of near-duplicate detection: exact pixel SHA-256 and imagehash's pHash of variants.
+"""The image signals of near-duplicate detection: exact pixel SHA-256 and pHash (imagehash's, bit for bit) of variants.
 
 A web copy of an eval image is rarely the same file: it is resized (and the pipeline resizes it again,
 to e.g. 256 px with a center crop or a border), recompressed, cropped a little, mirrored or recoloured.
@@ -11,7 +11,6 @@ A lookup then hashes the sample once and searches all variants together.
 
 import hashlib
 
-import imagehash
 import numpy as np
 from PIL import Image
 
@@ -42,9 +41,9 @@ def pixel_sha256(image: Image.Image) -> bytes:
 
 
 def phash64(image: Image.Image) -> int:
-    """imagehash's pHash as an unsigned 64-bit integer (bit order: imagehash's row-major flatten)."""
-    bits = imagehash.phash(image).hash.ravel()
-    return int(np.packbits(bits).view(">u8")[0])
+    """imagehash's pHash as an unsigned 64-bit integer (bit order: imagehash's row-major flatten), computed by
+    its own steps (`thumbnail`, `hash_thumbnail`) without its ImageHash object around them."""
+    return hash_thumbnail(thumbnail(image.convert("L")))
 
 
 def is_flat(image: Image.Image) -> bool:
@@ -177,4 +176,5 @@ def sample_hashes(image: Image.Image) -> list[int]:
     rgb = image if image.mode == "RGB" else image.convert("RGB")
     trimmed = trim_border(rgb)
     readings = [trimmed] if trimmed is rgb else [trimmed, rgb]
-    return [phash64(r) for r in readings if not is_flat(r)]
+    greys = [r.convert("L") for r in readings]
+    return [hash_thumbnail(thumbnail(grey)) for grey in greys if not is_flat(grey)]

@@ -222,10 +222,19 @@ def _normalise(grids: np.ndarray) -> np.ndarray:
     return colour / np.maximum(np.linalg.norm(colour, axis=1, keepdims=True), 1e-3)
 
 
+def _block_mean(image: np.ndarray, side: int) -> np.ndarray:
+    """(side, side, 3) means of the blocks of a square (n, n, 3) image, n a multiple of `side`. Summed along
+    contiguous axes: numpy's mean over axes (1, 3) of the 5-d view takes 7x as long (0.4 ms at 128 px, paid
+    per reading of every sample looked up)."""
+    n = image.shape[0]
+    k = n // side
+    return image.reshape(side, k, n * 3).sum(axis=1).reshape(side, side, k, 3).sum(axis=2) / (k * k)
+
+
 def _features(image: Image.Image) -> tuple[np.ndarray, float, np.ndarray, tuple[int, int]]:
     rgb = image if image.mode == "RGB" else image.convert("RGB")
     fine = np.asarray(rgb.resize((SAMPLE_SIDE, SAMPLE_SIDE), Image.Resampling.BOX, reducing_gap=2.0), np.float32)
-    grid = fine.reshape(SIDE, SAMPLE_SIDE // SIDE, SIDE, SAMPLE_SIDE // SIDE, 3).mean(axis=(1, 3))
+    grid = _block_mean(fine, SIDE)
     return _normalise(np.stack([grid, grid[:, ::-1]])), _aspect_key(image.width / image.height), fine, image.size
 
 
@@ -593,10 +602,9 @@ def signatures(thumb: np.ndarray, aspect: float) -> np.ndarray:
 
 def sample_signature(sample: list) -> tuple[np.ndarray, np.ndarray]:
     """(vectors (2 * readings, SIGNATURE_DIM), aspect of each): every reading's 8x8 grid as is and mirrored."""
-    cells = SAMPLE_SIDE // SIGNATURE_SIDE
     grids, aspects = [], []
     for _, aspect, fine, _ in sample:
-        grid = fine.reshape(SIGNATURE_SIDE, cells, SIGNATURE_SIDE, cells, 3).mean(axis=(1, 3))
+        grid = _block_mean(fine, SIGNATURE_SIDE)
         grids += [grid, grid[:, ::-1]]
         aspects += [aspect, aspect]
     return _normalise(np.stack(grids)), np.array(aspects, dtype=np.float64)

@@ -3,11 +3,13 @@ altered copies (of photos and of flat graphics) are still found, as written by t
 
 import io
 
+import imagehash
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw, ImageEnhance, ImageOps
+from hypothesis import given, settings, strategies as st
+from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageOps
 
-from dedup import verify
+from dedup import image_hashes, verify
 from dedup.eval_index import DEFAULT_MIN_COLOUR, DEFAULT_MIN_EDGES, DEFAULT_MIN_PIXELS, EvalIndex
 from dedup.eval_sets import EvalItem
 from dedup.image_hashes import eval_variants, sample_hashes
@@ -425,3 +427,15 @@ def test_faint_letters_are_details_a_look_alike_lacks_and_copies_keep(mode, fiel
     pixels, edges = verify.agreement(cells, region)
     assert pixels >= DEFAULT_MIN_PIXELS and edges < DEFAULT_MIN_EDGES
     assert rejected_copies(eval_image, mode) == []
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 2**31), st.integers(8, 96), st.integers(8, 96), st.sampled_from(["RGB", "L", "RGBA"]))
+def test_phash64_is_imagehash_phash_bit_for_bit(seed, width, height, mode):
+    """Samples are looked up by phash64, eval variants stored by hash_thumbnail: both must be imagehash.phash,
+    whose bits the shard parquet records too. Smooth random images (noise blurred) of any size and mode."""
+    rng = np.random.default_rng(seed)
+    noise = Image.fromarray(rng.integers(0, 256, (height, width, 4), dtype=np.uint8), "RGBA")
+    image = noise.filter(ImageFilter.GaussianBlur(2)).convert(mode)
+    bits = imagehash.phash(image).hash.ravel()
+    assert image_hashes.phash64(image) == int(np.packbits(bits).view(">u8")[0])

@@ -3,7 +3,8 @@
 Where things happen:
 - eval_sets.py: read an eval set (image folder, WebDataset tars, Parquet, CSV of paths) as items with ids.
 - image_hashes.py: the image signals: pixel SHA-256, pHash of the sample (letterbox bars trimmed), and the
-  pHash of stored variants of each eval image (mirror, square center crop, 95%/90% crops on a 5x5 grid).
+  pHash of stored variants of each eval image (mirror, square center crop, 95%/90% crops on a 5x5 grid);
+  images whose colours differ mostly in hue are hashed along their main colour axis too.
 - hamming_index.py: multi-index Hamming search over the stored pHashes (exactly brute force, compiled):
   retrieval of candidates only.
 - verify.py: the second stage: a stored 8x8 colour signature per eval item ranks a sample's candidates in

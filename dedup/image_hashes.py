@@ -6,7 +6,8 @@ pHash (DCT of a 32x32 grey thumbnail, 64 bits) shrugs off resizing, recompressio
 changes, but not flips or crops of more than a few percent. Rather than hashing many variants of every
 sample on the hot path, the index stores the pHash of variants of each *eval* image, made once at build
 time: the mirror, shifted crops, and the square center crop the pipeline takes of non-square images.
-A lookup then hashes the sample once and searches all variants together.
+A lookup then hashes the sample once and searches all variants together. pHash reads grey: an image whose
+colours differ mostly in hue (pink on lime) is also hashed along its main colour axis (`hash_planes`).
 """
 
 import hashlib
@@ -30,6 +31,10 @@ WORK_SIDE = 384
 # Below this spread of grey levels (0..255) in the 32x32 thumbnail pHash is noise around a flat image:
 # every near-uniform image (placeholders, blank scans) would collide. Such images match by SHA-256 only.
 MIN_THUMBNAIL_STD = 4.0
+# An image whose colours vary this many times more along their main axis than in luma is also hashed along
+# that axis (hash_planes); PIL's luma weights.
+CHROMA_RATIO = 2.0
+LUMA = np.array([0.299, 0.587, 0.114])
 
 
 def pixel_sha256(image: Image.Image) -> bytes:
@@ -50,6 +55,29 @@ def is_flat(image: Image.Image) -> bool:
     """True when the image is too uniform for a perceptual hash to mean anything."""
     thumb = np.asarray(image.convert("L").resize((32, 32), Image.Resampling.BILINEAR), dtype=np.float32)
     return float(thumb.std()) < MIN_THUMBNAIL_STD
+
+
+def hash_planes(image: Image.Image) -> list[Image.Image]:
+    """The grey images pHash is taken of: the luma unless it is flat, and the projection on the image's main
+    colour axis when its colours vary CHROMA_RATIO times more along that axis than in luma (pink letters on a
+    lime field, a red shape on a green one of about the same grey: 5% of the benchmark's generated graphics had
+    a flat luma). The axis is the first principal axis of the colours, its weights summing to 1 in absolute
+    value like the luma's, the largest positive; the projection is centred on 128. Brightness, contrast,
+    resizing and JPEG keep the axis, so a copy's projection hashes alike; eval images and samples both get
+    both planes, so a copy whose luma crosses the flatness line (a center crop enlarging the letters) still
+    meets its eval image's colour plane. Empty when both are flat."""
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    grey = rgb.convert("L")
+    planes = [] if is_flat(grey) else [grey]
+    small = np.asarray(rgb.resize((32, 32), Image.Resampling.BILINEAR), dtype=np.float64).reshape(-1, 3)
+    small -= small.mean(axis=0)
+    axis = np.linalg.eigh(small.T @ small)[1][:, -1]
+    axis /= np.abs(axis).sum() * np.sign(axis[np.argmax(np.abs(axis))])
+    spread = (small @ axis).std()
+    if spread >= MIN_THUMBNAIL_STD and spread >= CHROMA_RATIO * (small @ LUMA).std():
+        plane = np.asarray(rgb, dtype=np.float32) @ axis.astype(np.float32)
+        planes.append(Image.fromarray(np.clip(np.rint(plane - plane.mean() + 128), 0, 255).astype(np.uint8), "L"))
+    return planes
 
 
 def crop(image: Image.Image, keep: float, ax: float, ay: float) -> Image.Image:
@@ -119,17 +147,26 @@ def thumbnail(grey: Image.Image) -> np.ndarray:
 
 
 def eval_variants(image: Image.Image) -> list[tuple[str, int]]:
-    """(method, pHash) of the variants of an eval image that the index stores; empty for flat images.
+    """(method, pHash) of the variants of an eval image that the index stores, of each of its hash_planes;
+    empty for flat images.
 
     `method` names the variant in overlap records: "phash" (the image, also with letterbox-like bars
     trimmed), "mirror_phash", "crop_phash" (shifted crops and the square center crop, each also
     mirrored, so a flipped crop is found too). A mirror is hashed from the mirrored 32x32 thumbnail, which
     gives the same bits as hashing the mirrored image (pHash's resize is symmetric) at a fraction of the cost.
     """
-    rgb = image if image.mode == "RGB" else image.convert("RGB")
-    if is_flat(rgb):
-        return []
-    grey = rgb.convert("L")
+    codes = [code for plane in hash_planes(image) for code in _plane_variants(plane)]
+    # Identical hashes (e.g. a symmetric image and its mirror) would only report the same item twice.
+    seen, unique = set(), []
+    for method, code in codes:
+        if code not in seen:
+            seen.add(code)
+            unique.append((method, code))
+    return unique
+
+
+def _plane_variants(grey: Image.Image) -> list[tuple[str, int]]:
+    """eval_variants of one grey plane (hash_planes), duplicates left in."""
     if min(grey.size) > WORK_SIDE:
         scale = WORK_SIDE / min(grey.size)
         grey = grey.resize((max(1, round(grey.width * scale)), max(1, round(grey.height * scale))),
@@ -160,13 +197,7 @@ def eval_variants(image: Image.Image) -> list[tuple[str, int]]:
     for keep, ax, ay in CROPS if len(bases) > 1 else ():
         if (ax, ay) != (0.5, 0.5) and {ax, ay} <= {0.0, 0.5, 1.0}:
             codes.append(("crop_phash", hash_thumbnail(thumbnail(center_square(crop(grey, keep, ax, ay))))))
-    # Identical hashes (e.g. a symmetric image and its mirror) would only report the same item twice.
-    seen, unique = set(), []
-    for method, code in codes:
-        if code not in seen:
-            seen.add(code)
-            unique.append((method, code))
-    return unique
+    return codes
 
 
 def sample_hashes(image: Image.Image) -> list[int]:
@@ -176,5 +207,4 @@ def sample_hashes(image: Image.Image) -> list[int]:
     rgb = image if image.mode == "RGB" else image.convert("RGB")
     trimmed = trim_border(rgb)
     readings = [trimmed] if trimmed is rgb else [trimmed, rgb]
-    greys = [r.convert("L") for r in readings]
-    return [hash_thumbnail(thumbnail(grey)) for grey in greys if not is_flat(grey)]
+    return [hash_thumbnail(thumbnail(plane)) for r in readings for plane in hash_planes(r)]

@@ -439,3 +439,25 @@ def test_phash64_is_imagehash_phash_bit_for_bit(seed, width, height, mode):
     image = noise.filter(ImageFilter.GaussianBlur(2)).convert(mode)
     bits = imagehash.phash(image).hash.ravel()
     assert image_hashes.phash64(image) == int(np.packbits(bits).view(">u8")[0])
+
+
+def same_grey_banner(word: str) -> Image.Image:
+    """Pink letters on a lime field, about the same grey: a flat luma (no pHash of it at all)."""
+    im = Image.new("RGB", (400, 120), (190, 210, 80))
+    ImageDraw.Draw(im).text((20, 20), word, fill=(185, 160, 175), font_size=70)
+    return im
+
+
+@pytest.mark.parametrize("mode", ["center_crop", "border"])
+def test_a_banner_whose_luma_is_flat_is_hashed_along_its_colours_and_its_copies_found(mode):
+    """Its luma is flat, so it used to be indexed by exact pixels only: every altered copy was missed. Hashed
+    along its main colour axis (image_hashes.hash_planes), its copies are found: all but overlay text, whose
+    white and black letters make the written copy's colours vary most in luma (bench/RESULTS.md). Another
+    banner of the same colours is not matched."""
+    eval_image = same_grey_banner("Lumo 86")
+    assert image_hashes.is_flat(eval_image.convert("L"))
+    index, _ = EvalIndex.build([("e", [EvalItem("lumo", png(eval_image), None)])])
+    missed = [alter for alter in sorted(ALTER) if alter != "overlay_text"
+              and not index.lookup(written(ALTER[alter](eval_image).convert("RGB"), mode))]
+    assert missed == []
+    assert index.lookup(written(same_grey_banner("Wexa 31"), mode)) == []

@@ -57,12 +57,20 @@ def is_flat(image: Image.Image) -> bool:
     return float(thumb.std()) < MIN_THUMBNAIL_STD
 
 
+def main_colour_axis(pixels: np.ndarray) -> np.ndarray:
+    """The RGB direction along which the colours of (..., 3) `pixels` vary most (their first principal axis),
+    its weights summing to 1 in absolute value as grey's and luma's do, the largest positive."""
+    centred = pixels.reshape(-1, 3).astype(np.float64)
+    centred -= centred.mean(axis=0)
+    axis = np.linalg.eigh(centred.T @ centred)[1][:, -1]
+    return axis / (np.abs(axis).sum() * np.sign(axis[np.argmax(np.abs(axis))]))
+
+
 def hash_planes(image: Image.Image) -> list[Image.Image]:
     """The grey images pHash is taken of: the luma unless it is flat, and the projection on the image's main
     colour axis when its colours vary CHROMA_RATIO times more along that axis than in luma (pink letters on a
     lime field, a red shape on a green one of about the same grey: 5% of the benchmark's generated graphics had
-    a flat luma). The axis is the first principal axis of the colours, its weights summing to 1 in absolute
-    value like the luma's, the largest positive; the projection is centred on 128. Brightness, contrast,
+    a flat luma). The axis is `main_colour_axis`; the projection is centred on 128. Brightness, contrast,
     resizing and JPEG keep the axis, so a copy's projection hashes alike; eval images and samples both get
     both planes, so a copy whose luma crosses the flatness line (a center crop enlarging the letters) still
     meets its eval image's colour plane. Empty when both are flat."""
@@ -70,9 +78,7 @@ def hash_planes(image: Image.Image) -> list[Image.Image]:
     grey = rgb.convert("L")
     planes = [] if is_flat(grey) else [grey]
     small = np.asarray(rgb.resize((32, 32), Image.Resampling.BILINEAR), dtype=np.float64).reshape(-1, 3)
-    small -= small.mean(axis=0)
-    axis = np.linalg.eigh(small.T @ small)[1][:, -1]
-    axis /= np.abs(axis).sum() * np.sign(axis[np.argmax(np.abs(axis))])
+    axis = main_colour_axis(small)
     spread = (small @ axis).std()
     if spread >= MIN_THUMBNAIL_STD and spread >= CHROMA_RATIO * (small @ LUMA).std():
         plane = np.asarray(rgb, dtype=np.float32) @ axis.astype(np.float32)

@@ -42,7 +42,7 @@ import numba
 import numpy as np
 from PIL import Image
 
-from dedup.image_hashes import trim_border
+from dedup.image_hashes import main_colour_axis, trim_border
 
 THUMB_PIXELS = 64 * 64  # pixels of the stored thumbnail of each eval image (12 KiB, memory-mapped at lookup)
 MIN_THUMB_SIDE, MAX_THUMB_SIDE = 32, 128  # its sides, in the image's aspect ratio (clamped past 4:1)
@@ -473,15 +473,6 @@ def _fit(cells, region, low, high):
     return a, b
 
 
-def _main_axis(region: np.ndarray) -> np.ndarray:
-    """The RGB direction along which the region's colours vary most (first principal axis), its weights
-    summing to 1 in absolute value (grey's are 1/3 each)."""
-    pixels = region.reshape(-1, 3).astype(np.float64)
-    pixels -= pixels.mean(axis=0)
-    axis = np.linalg.eigh(pixels.T @ pixels)[1][:, -1]
-    return (axis / max(np.abs(axis).sum(), 1e-9)).astype(np.float32)
-
-
 def _step_pixels(grey: np.ndarray, step: float) -> np.ndarray:
     """(h, w) bool: the pixels on either side of a grey step of at least `step` to a 4-neighbour."""
     out = np.zeros(grey.shape, dtype=bool)
@@ -528,10 +519,10 @@ def agreement(cells: np.ndarray, region: np.ndarray, tolerance: float = PIXEL_TO
     `edges` is the lower of the region's edge share and BLOCK_EDGE_SCALE times its worst ninth's: a copy loses
     edges evenly (blur, JPEG, resampling), a look-alike where it differs (other eyes in the same face, snow for
     rain under the same cloud: 83% of the face's edges found, 0-40% around the eyes). A region with too few
-    strong edges to test is tested on its weaker steps along its main colour axis (WEAK_EDGE_STEP, `_main_axis`:
-    faint letters are details too); with too few of those it counts 1.0 when its colours vary (a smooth photo)
-    and 0.0 when it is a plain field: a plain square of a banner's colour is no evidence of a copy of that
-    banner (bench/RESULTS.md, "Local edges"). Finally, eval details missing where the sample is plain
+    strong edges to test is tested on its weaker steps along its main colour axis (WEAK_EDGE_STEP,
+    `main_colour_axis`: faint letters are details too); with too few of those it counts 1.0 when its colours vary
+    (a smooth photo) and 0.0 when it is a plain field: a plain square of a banner's colour is no evidence of a
+    copy of that banner (bench/RESULTS.md, "Local edges"). Finally, eval details missing where the sample is plain
     (`lost_to_plain`, MAX_LOST_TO_PLAIN or more) set `edges` to 0.
     """
     cells, region = np.ascontiguousarray(cells, np.float32), np.ascontiguousarray(region, np.float32)
@@ -540,7 +531,7 @@ def agreement(cells: np.ndarray, region: np.ndarray, tolerance: float = PIXEL_TO
     overall, worst, strong = _edge_score(cells, region, EDGE_STEP, a * EDGE_STEP / 2, MIN_EDGE_PIXELS)
     if strong < MIN_EDGE_PIXELS:  # faint letters or shapes, or of another hue at the same grey
         overall, worst, strong = _edge_score(cells, region, WEAK_EDGE_STEP, a * WEAK_EDGE_STEP / 3, MIN_EDGE_PIXELS,
-                                             _main_axis(region))
+                                             main_colour_axis(region).astype(np.float32))
     if strong < MIN_EDGE_PIXELS:  # too few edges to test: a smooth photo passes, a plain field fails
         overall = float(region.reshape(-1, 3).std(axis=0).max() >= PLAIN_STD)
     colour, hue = _agreeing(cells, fitted, tolerance, region, a)

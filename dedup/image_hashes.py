@@ -45,12 +45,6 @@ def pixel_sha256(image: Image.Image) -> bytes:
     return h.digest()
 
 
-def phash64(image: Image.Image) -> int:
-    """imagehash's pHash as an unsigned 64-bit integer (bit order: imagehash's row-major flatten), computed by
-    its own steps (`thumbnail`, `hash_thumbnail`) without its ImageHash object around them."""
-    return hash_thumbnail(thumbnail(image.convert("L")))
-
-
 def is_flat(image: Image.Image) -> bool:
     """True when the image is too uniform for a perceptual hash to mean anything."""
     thumb = np.asarray(image.convert("L").resize((32, 32), Image.Resampling.BILINEAR), dtype=np.float32)
@@ -136,7 +130,8 @@ def trim_border(image: Image.Image, tolerance: int = 6) -> Image.Image:
 
 
 def hash_thumbnail(pixels: np.ndarray) -> int:
-    """imagehash.phash of a 32x32 grey thumbnail, as an unsigned 64-bit integer (same bits as phash64).
+    """imagehash.phash of a 32x32 grey thumbnail, as an unsigned 64-bit integer (bit order: imagehash's
+    row-major flatten).
 
     Bit for bit imagehash's steps with less Python around them (the shard writer runs this holding the GIL):
     the median of the 64 coefficients is the mean of the sorted middle two."""

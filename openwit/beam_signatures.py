@@ -12,6 +12,7 @@ objects, builtins) is asked every time, as before. The answers are Beam's own, r
 so the launcher and every worker that unpickles its DoFns use it.
 """
 
+import importlib
 import threading
 import types
 import weakref
@@ -51,8 +52,6 @@ def get_signature(func):
 
 
 def install() -> None:
-    import importlib
-
     for name in _CALLERS:
         module = importlib.import_module(name)
         if getattr(module, "get_signature", None) is _beam_get_signature:

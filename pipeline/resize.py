@@ -269,6 +269,8 @@ def _encode_file():
     processes encoding into it at once wrote each other's bytes (a multiprocessing pool after a first encode)."""
     f = getattr(_scratch, "file", False)
     if f is False or _scratch.pid != os.getpid():
+        if f:
+            f.close()  # the parent's, inherited: this process's copy of the descriptor only
         try:
             f = open(os.memfd_create("openwit-encode", os.MFD_CLOEXEC), "w+b", buffering=0)
         except (AttributeError, OSError):  # no memfd here (not Linux, a sandbox, out of descriptors)

@@ -5,7 +5,7 @@
     python bench/bench_build.py --baseline DIR   # also another OpenWIT source tree (git archive REV | tar -x -C DIR)
 
 Each tool runs as its own command in a fresh process, start-up included, with every core (OpenWIT: its
-default, a worker process per two cores, each with a decode thread per core and one more; img2dataset:
+default, a worker process per two cores, sample processes (pipeline/sample_processes.py) one per core; img2dataset:
 --processes_count = cores, 64 threads each), the same input (a Parquet table of url + caption), image size
 256, resize mode border, jpg quality 95, 10 s timeout, no retries, 1,000 samples per shard. The web is
 bench_fetch.py's: a few hundred photo-like JPEGs served by nginx on 127.0.0.1 under distinct URLs. CPU is

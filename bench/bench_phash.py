@@ -1,4 +1,4 @@
-"""write_shards.phash_of_written vs imagehash.phash on the same written files: bit distances, CPU per image.
+"""samples.phash_of_written vs imagehash.phash on the same written files: bit distances, CPU per image.
 
     python bench/bench_phash.py [--photos bench/work/photos] [--samples 3000]
 
@@ -29,7 +29,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from pipeline import resize  # noqa: E402
-from pipeline.write_shards import PHASH_DRAFT_SIDE, phash_of_written  # noqa: E402
+from pipeline.samples import PHASH_DRAFT_SIDE, phash_of_written  # noqa: E402
 
 
 def images_under(folder: str) -> list[str]:

@@ -287,13 +287,13 @@ class EvalIndex:
 
     @classmethod
     def load(cls, path: str) -> "EvalIndex":
-        from apache_beam.io.filesystems import FileSystems
-
         local = "://" not in path and os.path.isfile(path)
         try:
             if local:
-                source = path
+                source = path  # without Beam's import: each sample process loads the index too
             else:
+                from apache_beam.io.filesystems import FileSystems
+
                 with FileSystems.open(path, compression_type="uncompressed") as f:
                     source = io.BytesIO(f.read())
         except Exception as e:

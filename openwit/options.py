@@ -119,6 +119,15 @@ def use_every_core(options: PipelineOptions, argv: list[str]) -> None:
         direct.direct_running_mode = "multi_processing"
 
 
+def default_sample_processes(options: PipelineOptions) -> int:
+    """Sample processes per worker (pipeline/sample_processes.py): locally, one per core, shared among the
+    workers; none on other runners, whose SDK workers already run a process per vCPU."""
+    if options.view_as(StandardOptions).runner != DEFAULT_RUNNER:
+        return 0
+    cores = os.cpu_count() or 1
+    return max(1, cores // (options.view_as(DirectOptions).direct_num_workers or cores))
+
+
 def local_run_summary(options: PipelineOptions) -> str | None:
     """One line saying how a local run uses the machine (None on other runners)."""
     if options.view_as(StandardOptions).runner != DEFAULT_RUNNER:

@@ -21,8 +21,8 @@ from openwit.options import help_parser
 RECORD_NAME = "build_record.json"
 HASH_MAX_BYTES = 64 * 2**20  # larger inputs are identified by size and modification time, not read whole
 # Options that change how fast or where a build runs, never what it writes.
-NOT_IN_RECORD = frozenset({"output", "overwrite", "threads", "max_concurrency", "per_host_concurrency",
-                           "min_host_delay", "max_host_rate", "dns_servers", "progress"})
+NOT_IN_RECORD = frozenset({"output", "overwrite", "threads", "sample_processes", "max_concurrency",
+                           "per_host_concurrency", "min_host_delay", "max_host_rate", "dns_servers", "progress"})
 # Options naming input files: recorded as the files they match (a glob may match other files next time).
 INPUT_OPTIONS = ("pairs", "warc", "wat", "page_urls", "queries", "eval_index")
 # What a build writes at the top of its output folder (besides the record); --overwrite deletes these only.

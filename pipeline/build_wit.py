@@ -30,8 +30,8 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from openwit import beam_signatures, faults
 from openwit.errors import EXIT_BAD_INPUT, InputError
-from openwit.options import (OutputOptions, help_parser, local_run_summary, parse_pipeline_options,
-                             use_every_core)
+from openwit.options import (OutputOptions, default_sample_processes, help_parser, local_run_summary,
+                             parse_pipeline_options, use_every_core)
 from pipeline import fetch, progress, resize
 from pipeline.balance import Balance
 from pipeline.build_record import claim_output, make_record
@@ -51,7 +51,7 @@ beam_signatures.install()  # Beam re-inspects the same DoFn methods ~22,000 time
 # Bounds of numeric options, checked before any work. The upper ones keep a worker's memory safe: every decode
 # thread holds images of up to image_size^2 pixels (8192: ~200 MB each), every request up to max_bytes.
 OPTION_BOUNDS = {
-    "image_size": (1, 8192), "min_image_size": (0, 30_000), "threads": (0, 256),
+    "image_size": (1, 8192), "min_image_size": (0, 30_000), "threads": (0, 256), "sample_processes": (0, 256),
     "min_caption_chars": (0, 100_000), "max_caption_chars": (1, 100_000), "samples_per_shard": (1, 1_000_000),
     "max_concurrency": (1, 4096), "per_host_concurrency": (1, 1024), "retries": (0, 10),
     "max_bytes": (1, 2**30), "max_page_bytes": (1, 2**30),
@@ -105,6 +105,10 @@ class BuildWitOptions(OutputOptions, PipelineOptions):
                            help="longer side / shorter side above this is rejected (default: no limit)")
         image.add_argument("--samples-per-shard", type=int, default=10000)
         image.add_argument("--threads", type=int, default=0, help="decode/resize threads per worker (0: cores + 1)")
+        image.add_argument("--sample-processes", type=int, default=None,
+                           help="processes per worker that decode, resize, encode and hash, instead of its threads "
+                                "(default: local runs a process per core, shared among the workers; other "
+                                "runners 0: a remote SDK worker already runs a process per vCPU)")
 
         web = parser.add_argument_group("fetching")
         # "fetch-" names: Beam's own --timeout (DaskOptions) and --user_agent (SetupOptions) share their dests.
@@ -214,7 +218,8 @@ def shard_config(o: BuildWitOptions, progress_dir: str | None = None) -> ShardCo
             encode_quality=default_quality(o.encode_format) if o.encode_quality is None else o.encode_quality,
             min_image_size=o.min_image_size,
             max_aspect_ratio=float("inf") if o.max_aspect_ratio is None else o.max_aspect_ratio),
-        eval_index=o.eval_index, decontaminate=o.decontaminate, threads=o.threads, progress_dir=progress_dir,
+        eval_index=o.eval_index, decontaminate=o.decontaminate, threads=o.threads,
+        processes=o.sample_processes or 0, progress_dir=progress_dir,
     )
 
 
@@ -371,6 +376,8 @@ def build_pipeline(p: beam.Pipeline, o: BuildWitOptions, progress_dir: str | Non
 def parse_options(argv: list[str]) -> BuildWitOptions:
     options = parse_pipeline_options(argv, BuildWitOptions, "openwit build")
     use_every_core(options, argv)
+    if options.sample_processes is None:
+        options.sample_processes = default_sample_processes(options)
     return options
 
 
@@ -380,7 +387,8 @@ def run(argv: list[str] | None = None) -> BuildWitOptions:
     load_queries(o.queries)  # a bad query list fails here, before the run, not inside a worker
     claim_output(o.output, make_record(o), o.overwrite)
     if local_run_summary(o):
-        print(f"openwit build: {local_run_summary(o)}", file=sys.stderr)
+        print(f"openwit build: {local_run_summary(o)}, {o.sample_processes} sample processes per worker "
+              "(--sample-processes=N to change)", file=sys.stderr)
     p = beam.Pipeline(options=o)
     with progress.local_progress(o.view_as(StandardOptions).runner, o.progress) as progress_dir:
         build_pipeline(p, o, progress_dir)

@@ -37,6 +37,8 @@ REASONS = {
     "too_small": "the smaller original side is below min_image_size",
     "bad_aspect_ratio": "longer side / shorter side above max_aspect_ratio",
     "output_too_large": "resized, a side would exceed what the output format stores (JPEG 65,500, WebP 16,383 px)",
+    "decoder_crashed": "the sample process making it died (a crash in a decoder, the memory killer): "
+                       "pipeline/sample_processes.py",
 }
 # The longest side each output format can store (libjpeg's JPEG_MAX_DIMENSION, WebP's 14-bit sizes).
 MAX_OUTPUT_SIDE = {"jpg": 65500, "webp": 16383, "png": 2**31 - 1}

@@ -116,8 +116,9 @@ def test_fresh_rerun_and_multiprocess_run_give_byte_identical_shards(built, demo
     again = build(*demo_inputs, tmp_path / "again")
     multi = build(*demo_inputs, tmp_path / "multi", "--direct_running_mode=multi_processing",
                   "--direct_num_workers=2")
+    threads = build(*demo_inputs, tmp_path / "threads", "--sample-processes", "0")  # no sample processes
     outcomes = lambda out: {(r["url"], r["status"], r["error_message"]) for r in shard_rows(out)}  # noqa: E731
-    for output in (again, multi):
+    for output in (again, multi, threads):
         # Outcomes first, so a difference shows which sample changed rather than which bytes.
         assert outcomes(output) ^ outcomes(built) == set()
         assert read_bytes(shard_files(output, "*.tar") + shard_files(output, "*.parquet")) == expected
@@ -150,6 +151,7 @@ def test_the_three_ways_to_launch(launcher, demo_site, demo_url, tmp_path):
     assert "Unparseable argument" not in proc.stderr, proc.stderr[-3000:]
     workers = 1 if "--direct_num_workers=1" in launcher else default_workers(os.cpu_count())
     assert ("in this process" if workers == 1 else f"in {workers} worker processes") in proc.stderr
+    assert f"{max(1, os.cpu_count() // workers)} sample processes per worker" in proc.stderr
 
 
 def test_local_build_starts_a_worker_process_per_two_cores():

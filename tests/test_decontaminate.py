@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from dedup import build_index, verify
-from pipeline.write_shards import phash_of_written
+from pipeline.samples import phash_of_written
 from build_helpers import build, shard_files, shard_rows
 
 pytestmark = pytest.mark.timeout(600)

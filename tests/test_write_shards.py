@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from image_helpers import photo, png
-from pipeline import fetch, resize, write_shards
+from pipeline import fetch, resize, samples, write_shards
 from pipeline.plan_shards import sample_key
 from pipeline.write_shards import ShardBuilder, ShardConfig
 
@@ -61,9 +61,9 @@ def test_unexpected_error_in_one_sample_is_counted_not_fatal(demo_site, demo_url
         summary = builder.build(0, [dict(c, key=sample_key(0, c["index"], 10000)) for c in items])
     finally:
         builder.close()
-    assert summary["failed"].get(write_shards.INTERNAL_ERROR) == 1
+    assert summary["failed"].get(samples.INTERNAL_ERROR) == 1
     assert summary["successes"] == len(good) - 1
-    assert write_shards.stage_of(write_shards.INTERNAL_ERROR) == "shard"
+    assert write_shards.stage_of(samples.INTERNAL_ERROR) == "shard"
 
 
 def test_phash_of_written_reads_a_jpeg_at_quarter_scale_and_stays_close_to_imagehash():
@@ -71,13 +71,13 @@ def test_phash_of_written_reads_a_jpeg_at_quarter_scale_and_stays_close_to_image
     as_png, as_jpeg = png(image), io.BytesIO()
     image.save(as_jpeg, "JPEG", quality=95)
     as_jpeg = as_jpeg.getvalue()
-    assert write_shards.phash_of_written(as_png) == str(imagehash.phash(Image.open(io.BytesIO(as_png))))
+    assert samples.phash_of_written(as_png) == str(imagehash.phash(Image.open(io.BytesIO(as_png))))
     quarter = Image.open(io.BytesIO(as_jpeg))
     quarter.draft("L", (64, 64))
     assert quarter.size == (64, 64)  # libjpeg's scaled decode, luma only
-    assert write_shards.phash_of_written(as_jpeg) == str(imagehash.phash(quarter))
+    assert samples.phash_of_written(as_jpeg) == str(imagehash.phash(quarter))
     full = imagehash.phash(Image.open(io.BytesIO(as_jpeg)))
-    assert full - imagehash.hex_to_hash(write_shards.phash_of_written(as_jpeg)) <= 4
+    assert full - imagehash.hex_to_hash(samples.phash_of_written(as_jpeg)) <= 4
 
 
 def test_tar_writer_writes_what_tarfile_writes(tmp_path):
@@ -116,8 +116,8 @@ def test_phash_of_written_jpeg_is_phash_of_written_without_the_header_parse(size
     # The shard writer's fast path decodes its own JPEGs with the decoder and scale Image.open + draft use.
     for seed in range(3):
         written = resize.process_image(png(photo(seed, size)), resize.ImageOptions(resize_mode="no")).data
-        assert write_shards.phash_of_written_jpeg(written, size) == write_shards.phash_of_written(written)
+        assert samples.phash_of_written_jpeg(written, size) == samples.phash_of_written(written)
     # A file cut short is not what the fast path expects: it falls back, and fails as phash_of_written fails.
     if size == (512, 512):
         with pytest.raises(OSError):
-            write_shards.phash_of_written_jpeg(written[: len(written) // 2], size)
+            samples.phash_of_written_jpeg(written[: len(written) // 2], size)

@@ -244,6 +244,20 @@ def _shard_id(path: str) -> int | None:
 
 def compute(output: str, t: float | None = None) -> dict:
     """aggregates.json's content. t is the build's balancing threshold (max_per_query x oversample)."""
+    agg, shards = scan(output, t)
+    return add_languages(agg, language_sample(shards))
+
+
+def add_languages(agg: dict, captions: list[str]) -> dict:
+    """The languages of the sampled captions, in the place scan() kept for them."""
+    agg["languages"] = {"sample": len(captions), "counts": detect_languages(captions)}
+    return agg
+
+
+def scan(output: str, t: float | None = None) -> tuple[dict, list[tuple[int, str]]]:
+    """compute() but the language sample, which is the slow part (lingua): the aggregates with "languages"
+    still None, and the shards (id, parquet path) to take the sample from. The report draws the other charts
+    meanwhile."""
     stats_path = FileSystems.join(output, "stats.json")
     if not FileSystems.exists(stats_path):
         raise InputError(f"{output!r} holds no stats.json: give the output folder of a finished `openwit build`")
@@ -258,20 +272,19 @@ def compute(output: str, t: float | None = None) -> dict:
             part = shards[start:start + window]
             for (shard, _), card in zip(part, pool.map(lambda sp: _shard_card(*sp), part)):
                 merged.add(shard, card)
-    languages = language_sample(shards)
     return {
         "stats": stats,
         "funnel": funnel(stats),
         "queries": query_distribution(output, t),
         "caption_chars": {"edges": CAPTION_EDGES, "counts": merged.caption_chars.tolist()},
-        "languages": {"sample": len(languages), "counts": detect_languages(languages)},
+        "languages": None,  # add_languages
         "image_sides": {"edges": SIDE_EDGES, **{k: v.tolist() for k, v in merged.sides.items()}},
         "hosts": {"top": merged.hosts_table(), "tracked": len(merged.hosts), "pruned": merged.hosts_pruned,
                   "other": merged.hosts_other},
         "thumbnails": [merged.thumbnails[s][1] for s in sorted(merged.thumbnails)],
         "decontamination": decontamination(output),
         "overlap_reports": overlap_reports(output),
-    }
+    }, shards
 
 
 def write(output: str, aggregates: dict) -> None:

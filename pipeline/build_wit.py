@@ -36,7 +36,8 @@ from pipeline import fetch, progress, resize
 from pipeline.balance import Balance
 from pipeline.build_record import claim_output, make_record
 from pipeline.captions import CaptionCleaner, CaptionRules
-from pipeline.match import QueryMatcher
+from pipeline.chart_worker import ChartProcess
+from pipeline.match import make_matcher
 from pipeline.plan_shards import PlanShards
 from pipeline.read_pages import ReadPages
 from pipeline.read_pairs import ReadPairs, TableColumns
@@ -255,7 +256,7 @@ class MatchQueriesFn(beam.DoFn):
 
     def setup(self):
         # 500k queries: the word trie is built once per worker, not shipped inside the pickled DoFn.
-        self.matcher = QueryMatcher(load_queries(self.queries_path))
+        self.matcher = make_matcher(load_queries(self.queries_path))
 
     def process(self, batch):
         faults.maybe_fail("match")  # per batch: a check per caption would cost a third of the matcher's time
@@ -405,13 +406,17 @@ def main(argv: list[str] | None = None) -> int:
     if "-h" in argv or "--help" in argv:
         help_parser(BuildWitOptions, "openwit build", __doc__.split("\n\n")[0]).print_help()
         return 0
-    try:
-        o = run(argv)
-    except InputError as e:
-        print(f"build_wit: error: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    from pipeline import report  # matplotlib loads in the launcher only, never in the workers that import us
+    # The dataset card's charts are drawn by a process of their own, which imports matplotlib now, beside this
+    # one's single-threaded start-up, and draws while this one samples languages (pipeline/chart_worker.py).
+    with ChartProcess() as chart_process:
+        try:
+            o = run(argv)
+        except InputError as e:
+            print(f"build_wit: error: {e}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        from pipeline import report  # lingua and PIL's thumbnails load in the launcher only, never in workers
 
-    print(report.finish_build(o.output, o.max_per_query * o.oversample))  # aggregates.json, report.html
+        # aggregates.json, report.html
+        print(report.finish_build(o.output, o.max_per_query * o.oversample, chart_process))
     return 0
 

@@ -17,7 +17,7 @@ import tarfile
 from apache_beam.io.filesystems import FileSystems
 from PIL import Image
 
-from pipeline import aggregates, charts
+from pipeline import aggregates
 from pipeline.write_shards import shard_path
 
 THUMBNAIL_SIDE = 160
@@ -100,7 +100,35 @@ def _link(url: str, text: str) -> str:
     return esc(text)
 
 
-def render(agg: dict, images: dict[str, str]) -> str:
+def chart_arguments(agg: dict, names=None) -> dict[str, tuple]:
+    """The card's charts (pipeline/charts.py functions by name) and what each is drawn from."""
+    stats, q = agg["stats"], agg["queries"]
+    every = {
+        "funnel": lambda: (agg["funnel"],), "rejects": lambda: (stats["rejected"],),
+        "query_distribution": lambda: (q,), "caption_lengths": lambda: (agg["caption_chars"],),
+        "languages": lambda: (agg["languages"],), "image_sides": lambda: (agg["image_sides"],),
+        "hosts": lambda: (agg["hosts"]["top"],),
+    }
+    return {name: every[name]() for name in (names or every)}
+
+
+def draw_charts(agg: dict, drawn: dict[str, str | None] | None = None) -> dict[str, str]:
+    """name -> SVG data URI of every chart, drawn here unless `drawn` (another process's work) has it."""
+    drawn = drawn or {}
+    uris = {}
+    for name, args in chart_arguments(agg).items():
+        uri = drawn.get(name)
+        if uri is None:
+            from pipeline import charts  # matplotlib: only where a chart is drawn
+
+            uri = getattr(charts, name)(*args)
+        uris[name] = uri
+    return uris
+
+
+def render(agg: dict, images: dict[str, str], charts: dict[str, str] | None = None) -> str:
+    """The card's HTML; `charts` from draw_charts (drawn here when not given)."""
+    charts = draw_charts(agg) if charts is None else charts
     stats, q = agg["stats"], agg["queries"]
     top = dominant_reject(stats)
     t_text = "unknown (run `openwit report OUT --max-per-query T`)" if q["t"] is None else f"{q['t']:,.0f}"
@@ -157,28 +185,28 @@ def render(agg: dict, images: dict[str, str]) -> str:
 <section id="totals"><div class="headline">{cards}</div>
 <p>{stats['candidates']:,} candidate pairs read; {stats['kept']:,} kept in {stats['shards']:,} shards;
 {stats['rejected_total']:,} rejected ({adds_up}).</p>
-<h2>From candidates to kept samples</h2>{_chart(charts.funnel(agg['funnel']), 'funnel', 'funnel chart')}
+<h2>From candidates to kept samples</h2>{_chart(charts['funnel'], 'funnel', 'funnel chart')}
 {_table(['step', 'candidates left'], [[('after ' if 0 < i < len(agg['funnel']) - 1 else '') + s, n]
                                        for i, (s, n) in enumerate(agg['funnel'])], {1})}</section>
 <section id="rejects"><h2>Rejected, by stage and reason</h2>
-{_chart(charts.rejects(stats['rejected']), 'rejects', 'rejects by stage and reason')}
+{_chart(charts['rejects'], 'rejects', 'rejects by stage and reason')}
 {_table(['stage', 'reason', 'candidates', 'share'], reject_rows, {2, 3})}</section>
 <section id="queries"><h2>Balance: pairs per query</h2>
 <p>{q['queries']:,} queries; {q['matched']:,} matched a candidate, {q['never_matched']:,} matched none.
 <b>{'-' if q['at_t'] is None else f"{q['at_t']:,}"}</b> queries had more than t = {esc(t_text)} candidates, so balancing
 cut them to about t; <b>{q['without_sample']:,}</b> matched queries have no kept sample.</p>
-{_chart(charts.query_distribution(q), 'queries', 'pairs per query against query rank, log-log')}
+{_chart(charts['query_distribution'], 'queries', 'pairs per query against query rank, log-log')}
 <h3>Head: most candidates</h3>{_table(['query', 'candidates', 'selected', 'kept'], query_rows(q['head']), {1, 2, 3})}
 <h3>Tail: fewest candidates</h3>{_table(['query', 'candidates', 'selected', 'kept'], query_rows(q['tail']), {1, 2, 3})}
 </section>
 <section id="captions"><h2>Captions</h2>
-{_chart(charts.caption_lengths(agg['caption_chars']), 'caption-lengths', 'caption length histogram')}
+{_chart(charts['caption_lengths'], 'caption-lengths', 'caption length histogram')}
 <p>Languages detected in a sample of {languages['sample']:,} kept captions, spread over the shards:</p>
-{_chart(charts.languages(languages), 'languages', 'caption languages')}</section>
+{_chart(charts['languages'], 'languages', 'caption languages')}</section>
 <section id="images"><h2>Image sizes</h2>
-{_chart(charts.image_sides(agg['image_sides']), 'image-sizes', 'original and written image sizes')}</section>
+{_chart(charts['image_sides'], 'image-sizes', 'original and written image sizes')}</section>
 <section id="hosts"><h2>Hosts</h2>
-{_chart(charts.hosts(hosts['top']), 'hosts', 'top hosts, kept and failed')}
+{_chart(charts['hosts'], 'hosts', 'top hosts, kept and failed')}
 {_table(['host', 'attempted', 'failed', 'failure rate'], host_rows, {1, 2, 3})}
 {'<p class=muted>Hosts beyond the largest were pruned while counting; the table above is of the largest.</p>'
  if hosts['pruned'] else ''}</section>
@@ -192,12 +220,26 @@ same build always shows the same samples.</p>
 """
 
 
-def write_report(output: str, t: float | None) -> dict:
-    """aggregates.json and report.html for the build in `output`; returns the aggregates."""
-    agg = aggregates.compute(output, t)
+def write_report(output: str, t: float | None, chart_process=None) -> dict:
+    """aggregates.json and report.html for the build in `output`; returns the aggregates.
+
+    chart_process (a pipeline.chart_worker.ChartProcess): the charts are drawn there, beside the language
+    sample and the thumbnails made here, instead of after them; the same card either way."""
+    agg, shards = aggregates.scan(output, t)
+    drawn = {}
+    if chart_process is not None:  # all but the languages, the longest first
+        early = ("image_sides", "query_distribution", "funnel", "caption_lengths", "hosts", "rejects")
+        for name, args in chart_arguments(agg, early).items():
+            chart_process.submit(name, *args)
+    aggregates.add_languages(agg, aggregates.language_sample(shards))
+    if chart_process is not None:
+        chart_process.submit("languages", *chart_arguments(agg, ["languages"])["languages"])
+    images = thumbnails(output, agg["thumbnails"])
+    if chart_process is not None:
+        drawn = {name: chart_process.result(name) for name in chart_arguments(agg)}
     aggregates.write(output, agg)
     with FileSystems.create(FileSystems.join(output, "report.html")) as f:
-        f.write(render(agg, thumbnails(output, agg["thumbnails"])).encode())
+        f.write(render(agg, images, draw_charts(agg, drawn)).encode())
     return agg
 
 
@@ -221,9 +263,9 @@ def summary(output: str, agg: dict) -> str:
     ])
 
 
-def finish_build(output: str, t: float) -> str:
+def finish_build(output: str, t: float, chart_process=None) -> str:
     """Called when a build ends: write the card, return the summary to print."""
-    return summary(output, write_report(output, t))
+    return summary(output, write_report(output, t, chart_process))
 
 
 def main(argv: list[str] | None = None) -> int:

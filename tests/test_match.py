@@ -5,7 +5,7 @@ import pickle
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.match import QueryMatcher, naive_match, spacing
+from pipeline.match import SMALL_QUERY_LIST, QueryMatcher, ShortListMatcher, make_matcher, naive_match, spacing
 
 # A tiny alphabet makes overlaps, repeats and prefix/suffix relations between entries frequent; it mixes
 # MetaCLIP's wrapped punctuation, whitespace it rewrites, other punctuation, accents (composed and combining),
@@ -95,3 +95,27 @@ def test_multibyte_words_longer_than_a_table_row():
     assert matcher.match("aaaaaaaaaaaaaaaaaaaa aaaaaaaaaaaaaaaaaaab.") == [0]
     assert matcher.match("aaaaaaaaaaaaaaaaaaab\u0301 日本語のテキスト\t😀") == [1, 2]
     assert matcher.match("日本語のテキストー") == []
+
+
+@settings(max_examples=200, deadline=None)
+@given(queries_and_text(), st.lists(st.text(alphabet=ALPHABET, max_size=40), max_size=8), st.integers(0, 12))
+def test_short_list_matcher_gives_the_same_ids_before_and_after_its_switch_to_the_trie(case, others, switch):
+    queries, text = case
+    texts = [*others, text, "", *others]
+    matcher = ShortListMatcher(queries, switch_after=switch)
+    expected = [naive_match(t, queries) for t in texts]
+    assert matcher.match_many(texts) == expected  # the loop (or the trie when switch is 0)
+    assert matcher.match_many(texts) == expected  # the trie once `switch` captions have been seen
+    assert [matcher.match(t) for t in texts] == expected
+
+
+def test_make_matcher_uses_the_loop_for_short_lists_and_needs_no_numba_for_them():
+    import subprocess
+    import sys
+
+    assert isinstance(make_matcher(["a"] * SMALL_QUERY_LIST), ShortListMatcher)
+    assert isinstance(make_matcher(["a"] * (SMALL_QUERY_LIST + 1)), QueryMatcher)
+    # A fresh interpreter: a short-list build matches its first captions without importing numba.
+    probe = ("import sys; from pipeline.match import make_matcher; m = make_matcher(['hot dog', 'cat']); "
+             "assert m.match_many(['a hot dog.', 'cats']) == [[0], []]; assert 'numba' not in sys.modules")
+    subprocess.run([sys.executable, "-c", probe], check=True)

@@ -18,6 +18,7 @@ from PIL import Image
 from dedup.overlap import overlap_table
 from openwit import cli
 from pipeline import aggregates, report
+from pipeline.chart_worker import CHARTS, ChartProcess
 from pipeline.write_shards import PARQUET_SCHEMA
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -149,6 +150,32 @@ def test_the_card_is_the_same_for_the_same_build_and_links_the_overlap_report(sm
     assert b'<a href="overlap/report.html">' in first
     # `openwit overlap` links its report between these marks without redrawing the card.
     assert first.count(b"<!--overlap-report-->") == 1 and first.count(b"<!--/overlap-report-->") == 1
+
+
+def test_charts_drawn_by_a_chart_process_give_the_same_card_byte_for_byte(small):
+    # The build draws its card's charts in a process started when it starts (pipeline/chart_worker.py).
+    report.write_report(small, t=20)
+    here = [open(os.path.join(small, name), "rb").read() for name in ("report.html", "aggregates.json")]
+    with ChartProcess() as charts:
+        report.write_report(small, t=20, chart_process=charts)
+        assert all(charts.result(name) for name in CHARTS)  # drawn there, not here
+    assert [open(os.path.join(small, name), "rb").read() for name in ("report.html", "aggregates.json")] == here
+    # A process that is gone (killed, or never started): the report draws its charts itself.
+    charts = ChartProcess()
+    charts._proc.kill()
+    report.write_report(small, t=20, chart_process=charts)
+    charts.close()
+    assert open(os.path.join(small, "report.html"), "rb").read() == here[0]
+
+
+def test_a_chart_the_process_fails_to_draw_is_drawn_in_the_report_and_fails_there(small):
+    with ChartProcess() as charts:
+        charts.submit("hosts", [{"host": "h"}])  # no "attempted": KeyError in charts.hosts
+        assert charts.result("hosts") is None
+        agg = aggregates.compute(small, t=20)
+        agg["hosts"]["top"] = [{"host": "h"}]
+        with pytest.raises(KeyError):
+            report.draw_charts(agg, {"hosts": charts.result("hosts")})
 
 
 def test_openwit_report_redraws_from_the_folder_keeping_t(small, capsys):

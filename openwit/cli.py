@@ -5,6 +5,8 @@ Each subcommand is the `main(argv) -> int` of the module that owns the job, impo
 """
 
 import importlib
+import logging
+import os
 import sys
 
 from openwit.errors import EXIT_BAD_INPUT, InputError
@@ -31,6 +33,7 @@ def _usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    program = argv is None  # the `openwit` command itself, not a call from Python
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
@@ -41,10 +44,26 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     module = importlib.import_module(SUBCOMMANDS[name][0])
     try:
-        return module.main(rest) or 0
+        code = module.main(rest) or 0
     except InputError as e:
         print(f"openwit {name}: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    if program and name in EXIT_AT_ONCE:
+        _exit_at_once(code)
+    return code
+
+
+# Commands whose process has nothing left to do once main returns: every output file is closed, every worker
+# and thread pool stopped. Run as a program (not main([...]) from Python), they skip the interpreter's
+# teardown: ~0.5 s of a build (freeing Beam's, pyarrow's and our modules' objects, one by one).
+EXIT_AT_ONCE = ("build",)
+
+
+def _exit_at_once(code: int) -> None:
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -29,10 +29,11 @@ class ChartProcess:
     def __init__(self):
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         # This checkout's pipeline package, whatever the working directory holds (-c puts that on sys.path too).
-        code = f"import sys; sys.path.insert(0, {root!r}); from pipeline.chart_worker import serve; serve()"
+        # Done, it leaves at once: tearing matplotlib's interpreter down is ~0.2 s the launcher would wait for.
+        code = (f"import os, sys; sys.path.insert(0, {root!r}); from pipeline.chart_worker import serve; serve(); "
+                "os._exit(0)")
         self._results: dict[str, str | None] = {}
         self._ready = threading.Condition()
-        self._submitted: list[str] = []
         self._dead = False
         try:
             self._proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
@@ -62,7 +63,6 @@ class ChartProcess:
     def submit(self, name: str, *args) -> None:
         if name not in CHARTS:
             raise ValueError(f"no chart {name!r}")
-        self._submitted.append(name)
         if self._dead:
             return
         try:
@@ -77,13 +77,18 @@ class ChartProcess:
             self._ready.wait_for(lambda: name in self._results or self._dead)
             return self._results.get(name)
 
+    def stop(self) -> None:
+        """No more charts: the process exits (its answers so far stay readable) while the caller goes on."""
+        if self._proc is not None and not self._proc.stdin.closed:
+            try:
+                self._proc.stdin.close()
+            except OSError:
+                pass
+
     def close(self) -> None:
         if self._proc is None:
             return
-        try:
-            self._proc.stdin.close()
-        except OSError:
-            pass
+        self.stop()
         try:
             self._proc.wait(timeout=5)
         except subprocess.TimeoutExpired:

@@ -237,6 +237,7 @@ def write_report(output: str, t: float | None, chart_process=None) -> dict:
     images = thumbnails(output, agg["thumbnails"])
     if chart_process is not None:
         drawn = {name: chart_process.result(name) for name in chart_arguments(agg)}
+        chart_process.stop()  # it shuts down while the card is written
     aggregates.write(output, agg)
     with FileSystems.create(FileSystems.join(output, "report.html")) as f:
         f.write(render(agg, images, draw_charts(agg, drawn)).encode())

@@ -29,9 +29,10 @@ class ChartProcess:
     def __init__(self):
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         # This checkout's pipeline package, whatever the working directory holds (-c puts that on sys.path too).
+        # Ctrl-C reaches the whole process group: the launcher handles it, and closing our stdin ends us.
         # Done, it leaves at once: tearing matplotlib's interpreter down is ~0.2 s the launcher would wait for.
-        code = (f"import os, sys; sys.path.insert(0, {root!r}); from pipeline.chart_worker import serve; serve(); "
-                "os._exit(0)")
+        code = (f"import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); sys.path.insert(0, {root!r}); "
+                "from pipeline.chart_worker import serve; serve(); os._exit(0)")
         self._results: dict[str, str | None] = {}
         self._ready = threading.Condition()
         self._dead = False

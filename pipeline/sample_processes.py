@@ -64,14 +64,15 @@ class SampleProcesses:
         self.broken: BaseException | None = None
 
     async def start(self) -> None:
+        """Start the children; they import and get ready while the worker fetches its first samples."""
         self.slots = asyncio.Semaphore(self.count * QUEUED_PER_PROCESS)
-        self.children = list(await asyncio.gather(*(self._spawn() for _ in range(self.count))))
+        self.children = [await self._spawn() for _ in range(self.count)]
 
     async def sample(self, candidate: dict, result) -> tuple[dict, list]:
         message = pickle.dumps((candidate, result), protocol=pickle.HIGHEST_PROTOCOL)
         async with self.slots:
             if self.broken:
-                raise RuntimeError("sample processes cannot be started") from self.broken
+                raise self.broken
             future = asyncio.get_running_loop().create_future()
             min(self.children, key=lambda c: len(c.pending)).send(future, candidate, message)
             return await future
@@ -92,28 +93,26 @@ class SampleProcesses:
             sys.executable, "-P", "-m", "pipeline.sample_processes", stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE, env=dict(os.environ, PYTHONPATH=path))
         process.stdin.write(_frame(self.maker_args))
-        if await _read_async(process.stdout) != b"":
-            await process.wait()
-            raise RuntimeError(f"a sample process exited with status {process.returncode} before it was ready "
-                               "(its error is above)")
         child = _Child(process)
         child.reader = asyncio.create_task(self._read_replies(child))
         return child
 
     async def _read_replies(self, child: _Child) -> None:
-        while (reply := await _read_async(child.process.stdout)) is not None:
+        stdout = child.process.stdout
+        if await _read_async(stdout) != b"":  # it could not make its SampleMaker: no child will
+            await child.process.wait()
+            self.broken = RuntimeError(f"a sample process exited with status {child.process.returncode} before "
+                                       "it was ready (its error is above)")
+            for future, _, _ in child.pending:
+                future.set_exception(self.broken)
+            return
+        while (reply := await _read_async(stdout)) is not None:
             future = child.pending.popleft()[0]
             future.set_result(pickle.loads(reply))
         await child.process.wait()
         if self.closing:
             return
-        try:
-            replacement = await self._spawn()
-        except BaseException as e:  # no child can start: every waiting sample fails, and the shard with them
-            self.broken = e
-            for future, _, _ in child.pending:
-                future.set_exception(RuntimeError("sample processes cannot be started"))
-            raise
+        replacement = await self._spawn()
         self.children[self.children.index(child)] = replacement
         if child.pending:
             # The child works through its samples in order: the first unanswered one killed it.

@@ -64,12 +64,17 @@ def test_a_dead_sample_process_costs_only_the_sample_it_was_making(demo_site, de
     assert len(children) == 1 and children[0].returncode == 0  # the replacement, closed normally
 
 
-def test_a_child_that_cannot_start_fails_the_worker_with_a_clear_error(tmp_path):
+def test_a_child_that_cannot_start_fails_the_shard_with_a_clear_error(demo_site, demo_url, tmp_path):
     config = ShardConfig(output=str(tmp_path), image=resize.ImageOptions(image_size=48),
-                         fetch=fetch.FetchOptions(allow_private_addresses=True), processes=1,
+                         fetch=fetch.FetchOptions(allow_private_addresses=True), processes=2,
                          eval_index=str(tmp_path / "missing.npz"))
-    with pytest.raises(RuntimeError, match="sample process exited with status 1 before it was ready"):
-        ShardBuilder(config)
+    builder = ShardBuilder(config)
+    try:
+        with pytest.raises(RuntimeError, match="sample process exited with status 1 before it was ready"):
+            builder.build(0, candidates(demo_site, demo_url, 0, 10))
+    finally:
+        builder.close()
+    assert not (tmp_path / "shards" / "00000.tar").exists()  # nothing half-written under a final name
 
 
 @pytest.mark.parametrize("args, expected", [

@@ -29,7 +29,7 @@ WORK = os.path.join(HERE, "work", "fetch")
 I2D_PYTHON = os.path.join(HERE, "work", "i2d-venv", "bin", "python")
 
 
-def run_openwit(urls_file: str, out: str, samples_per_shard: int, threads: int) -> dict:
+def run_openwit(urls_file: str, out: str, samples_per_shard: int, threads: int, processes: int) -> dict:
     """One OpenWIT run in this process: the real ShardBuilder over shards of the URL list."""
     sys.path.insert(0, ROOT)
     from pipeline.fetch import FetchOptions
@@ -40,7 +40,7 @@ def run_openwit(urls_file: str, out: str, samples_per_shard: int, threads: int) 
         urls = f.read().split()
     config = ShardConfig(output=out, fetch=FetchOptions(allow_private_addresses=True, timeout_s=10, retries=0),
                          image=ImageOptions(image_size=256, resize_mode="border", encode_format="jpg",
-                                            encode_quality=95), threads=threads)
+                                            encode_quality=95), threads=threads, processes=processes)
     cpu_before = cpu_seconds()
     started = time.perf_counter()
     builder = ShardBuilder(config)
@@ -56,8 +56,9 @@ def run_openwit(urls_file: str, out: str, samples_per_shard: int, threads: int) 
 
 
 def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    """This process's and its finished children's (the sample processes, once closed)."""
+    return sum(u.ru_utime + u.ru_stime for u in map(resource.getrusage, (resource.RUSAGE_SELF,
+                                                                        resource.RUSAGE_CHILDREN)))
 
 
 def timed_subprocess(cmd: list[str]) -> dict:
@@ -74,13 +75,15 @@ def main() -> None:
     p.add_argument("--images", type=int, default=300, help="distinct image files behind the URLs")
     p.add_argument("--samples-per-shard", type=int, default=10000, help="OpenWIT shard size (its default)")
     p.add_argument("--threads", type=int, default=0, help="OpenWIT decode threads (0: cores + 1)")
+    p.add_argument("--sample-processes", type=int, default=os.cpu_count() or 1,
+                   help="OpenWIT sample processes (default: one per core, as a local build; 0: threads)")
     p.add_argument("--i2d-processes", type=int, default=2)
     p.add_argument("--i2d-threads", type=int, default=64)
     p.add_argument("--only", choices=["openwit", "img2dataset"])
     p.add_argument("--one-openwit", nargs=2, metavar=("URLS_FILE", "OUT"), help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.one_openwit:  # a child process: one timed OpenWIT run
-        print(json.dumps(run_openwit(*a.one_openwit, a.samples_per_shard, a.threads)))
+        print(json.dumps(run_openwit(*a.one_openwit, a.samples_per_shard, a.threads, a.sample_processes)))
         return
 
     sys.path.insert(0, HERE)
@@ -93,7 +96,8 @@ def main() -> None:
             f.writelines(f"{base}/i/{n}/{names[n % len(names)]}\n" for n in range(a.urls))
         tools = {
             "openwit": [sys.executable, __file__, "--one-openwit", urls_file, "{out}",
-                        "--samples-per-shard", str(a.samples_per_shard), "--threads", str(a.threads)],
+                        "--samples-per-shard", str(a.samples_per_shard), "--threads", str(a.threads),
+                        "--sample-processes", str(a.sample_processes)],
             "img2dataset": [I2D_PYTHON, os.path.join(HERE, "i2d_run.py"), "--urls", urls_file, "--out", "{out}",
                             "--processes", str(a.i2d_processes), "--threads", str(a.i2d_threads)],
         }

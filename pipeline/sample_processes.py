@@ -155,7 +155,9 @@ def main() -> None:
     requests = sys.stdin.buffer
     for fd in (requests.fileno(), replies.fileno()):  # the pipes' size is theirs: either end may set it
         _widen(fd)
-    maker = samples.SampleMaker(*pickle.loads(_read(requests)))
+    if (maker_args := _read(requests)) is None:  # the worker closed at once
+        return
+    maker = samples.SampleMaker(*pickle.loads(maker_args))
     gc.freeze()  # as in the worker (pipeline/write_shards.py, WriteShardFn.setup)
     gc.set_threshold(20_000)
     replies.write(_frame(b""))

@@ -93,10 +93,10 @@ def parse_pipeline_options(argv: list[str], options_cls: type, prog: str) -> Pip
     return options.view_as(options_cls)
 
 
-# A build worker keeps about this many cores busy on its own: its shard writer decodes, resizes, encodes and
-# hashes in a thread pool (a thread per core, and one more) and Pillow releases the GIL for that work (~3/4 of the
-# CPU per image); the Python rest holds it. Each worker process costs ~4 CPU-s to start (Beam + the pipeline imported),
-# so on 2 cores one in-process worker was faster and cheaper end to end (bench/RESULTS.md).
+# A build worker keeps about this many cores busy on its own: its event loop fetches, its sample processes (a
+# thread pool with --sample-processes 0) decode, resize, encode and hash. Each worker process costs ~4 CPU-s to
+# start (Beam + the pipeline imported), so on 2 cores one in-process worker was faster and cheaper end to end
+# (bench/RESULTS.md).
 CORES_PER_WORKER = 2
 
 

@@ -1,7 +1,8 @@
 """Decode, check, resize and encode one downloaded image: bytes in, a training-ready image (or a reason) out.
 
 `process_image` is the whole step. It is pure, CPU-bound and thread-safe (Pillow releases the GIL while
-decoding, resizing and encoding), so the shard writer runs it in a thread pool next to the fetcher.
+decoding, resizing and encoding), so the shard writer runs it next to the fetcher: in sample processes
+(pipeline/sample_processes.py, local runs) or a thread pool.
 
 Speed: a JPEG is decoded at a reduced scale with `draft()` (libjpeg's DCT scaling: 1/2, 1/4, 1/8) whenever the
 target is smaller, which skips most of the decode work; then the image is resized ONCE, straight to its final

@@ -13,7 +13,7 @@ from fetch_helpers import fetch_all, jpeg_bytes, serve, short_options
 from pipeline.fetch import Fetcher
 from pipeline.fetch import FetchResult
 from pipeline.resize import ImageOptions
-from pipeline.write_shards import ERROR_DETAIL_MAX_CHARS, ShardBuilder, ShardConfig
+from pipeline.samples import ERROR_DETAIL_MAX_CHARS, SampleMaker
 
 pytestmark = pytest.mark.timeout(120)
 JPEG = jpeg_bytes()
@@ -84,21 +84,15 @@ def test_204_and_unlisted_status_keep_their_code():
     assert [(r.reason, r.http_status) for r in results] == [("http_204", 204), ("http_other", 599)]
 
 
-def test_shard_rows_keep_http_status_and_a_bounded_detail(tmp_path):
-    builder = ShardBuilder(ShardConfig(output=str(tmp_path), fetch=short_options(), image=ImageOptions(),
-                                       threads=1))
+def test_shard_rows_keep_http_status_and_a_bounded_detail():
+    maker = SampleMaker(ImageOptions())
     candidate = {"key": "000000000", "url": "http://a.example/x.jpg", "caption": "c", "queries": [1],
                  "page_url": ""}
-    try:
-        row, files = builder._make_sample(candidate, FetchResult(
-            url=candidate["url"], body=None, reason="http_other", http_status=599, error_message="x" * 10_000))
-        assert (row["error_message"], row["http_status"], files) == ("http_other", 599, [])
-        assert row["error_detail"] == "x" * ERROR_DETAIL_MAX_CHARS
-        row, _ = builder._make_sample(candidate, FetchResult(
-            url=candidate["url"], body=b"<html>", reason=None, http_status=200))
-        assert row["error_message"] == "not_an_image" and row["http_status"] == 200 and row["error_detail"]
-        row, files = builder._make_sample(candidate, FetchResult(
-            url=candidate["url"], body=JPEG, reason=None, http_status=200))
-        assert row["status"] == "success" and row["http_status"] == 200 and row["error_detail"] is None
-    finally:
-        builder.close()
+    row, files = maker.sample(candidate, FetchResult(
+        url=candidate["url"], body=None, reason="http_other", http_status=599, error_message="x" * 10_000))
+    assert (row["error_message"], row["http_status"], files) == ("http_other", 599, [])
+    assert row["error_detail"] == "x" * ERROR_DETAIL_MAX_CHARS
+    row, _ = maker.sample(candidate, FetchResult(url=candidate["url"], body=b"<html>", reason=None, http_status=200))
+    assert row["error_message"] == "not_an_image" and row["http_status"] == 200 and row["error_detail"]
+    row, files = maker.sample(candidate, FetchResult(url=candidate["url"], body=JPEG, reason=None, http_status=200))
+    assert row["status"] == "success" and row["http_status"] == 200 and row["error_detail"] is None

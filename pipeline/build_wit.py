@@ -105,7 +105,8 @@ class BuildWitOptions(OutputOptions, PipelineOptions):
         image.add_argument("--max-aspect-ratio", type=float, default=None,
                            help="longer side / shorter side above this is rejected (default: no limit)")
         image.add_argument("--samples-per-shard", type=int, default=10000)
-        image.add_argument("--threads", type=int, default=0, help="decode/resize threads per worker (0: cores + 1)")
+        image.add_argument("--threads", type=int, default=0,
+                           help="decode/resize threads per worker when it has no sample processes (0: cores + 1)")
         image.add_argument("--sample-processes", type=int, default=None,
                            help="processes per worker that decode, resize, encode and hash, instead of its threads "
                                 "(default: local runs a process per core, shared among the workers; other "

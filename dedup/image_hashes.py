@@ -201,11 +201,12 @@ def _plane_variants(grey: Image.Image) -> list[tuple[str, int]]:
     return codes
 
 
-def sample_hashes(image: Image.Image) -> list[int]:
+def sample_hashes(image: Image.Image, trimmed: Image.Image | None = None) -> list[int]:
     """The pHashes a sample is looked up by: without its apparent letterbox bars, and as it is when it has
     some. A "border" resize pads a copy with bars, but an icon's or a banner's own plain margins look the
-    same to trim_border, and cutting them moves the hash far from the eval image's (14-30 bits measured)."""
+    same to trim_border, and cutting them moves the hash far from the eval image's (14-30 bits measured).
+    `trimmed`: trim_border of the image in RGB, when the caller has it already."""
     rgb = image if image.mode == "RGB" else image.convert("RGB")
-    trimmed = trim_border(rgb)
+    trimmed = trim_border(rgb) if trimmed is None else trimmed
     readings = [trimmed] if trimmed is rgb else [trimmed, rgb]
     return [hash_thumbnail(thumbnail(plane)) for r in readings for plane in hash_planes(r)]

@@ -238,15 +238,17 @@ def _features(image: Image.Image) -> tuple[np.ndarray, float, np.ndarray, tuple[
     return _normalise(np.stack([grid, grid[:, ::-1]])), _aspect_key(image.width / image.height), fine, image.size
 
 
-def sample_features(image: Image.Image) -> list[tuple[np.ndarray, float, np.ndarray, tuple[int, int]]]:
+def sample_features(image: Image.Image, trimmed: Image.Image | None = None
+                    ) -> list[tuple[np.ndarray, float, np.ndarray, tuple[int, int]]]:
     """Per reading of the sample: its colour grid vector (as is, and mirrored), its aspect ratio, its
     SAMPLE_SIDE x SAMPLE_SIDE RGB pixels and its own size (width, height) in pixels.
 
     Three readings when the sample has what look like letterbox bars: without them (a "border" resize padded
     the copy), without them and 2 more px, and as written (a banner's or icon's own plain margins, which a
     center crop keeps and trim_border cannot tell from padding). The best-aligned reading counts.
+    `trimmed`: trim_border(image), when the caller has it already (the lookup, from hashing the sample).
     """
-    trimmed = trim_border(image)
+    trimmed = trim_border(image) if trimmed is None else trimmed
     if trimmed is image:
         return [_features(image)]
     # Resampling and JPEG blur the bars' inner edge, which trim_border keeps (a 64 px sample of a 3:1 photo

@@ -129,7 +129,7 @@ def default_sample_processes(options: PipelineOptions) -> int:
 
 
 def local_run_summary(options: PipelineOptions) -> str | None:
-    """One line saying how a local run uses the machine (None on other runners)."""
+    """One line saying how a local build uses the machine (None on other runners)."""
     if options.view_as(StandardOptions).runner != DEFAULT_RUNNER:
         return None
     direct = options.view_as(DirectOptions)
@@ -137,4 +137,5 @@ def local_run_summary(options: PipelineOptions) -> str | None:
     kind = "threads" if direct.direct_running_mode == "multi_threading" else "processes"
     where = "this process" if workers == 1 else f"{workers} worker {kind}"
     return (f"running locally on {DEFAULT_RUNNER} in {where} "
-            f"({os.cpu_count()} cores; --direct_num_workers=N to change)")
+            f"({os.cpu_count()} cores; --direct_num_workers=N to change), {options.sample_processes} sample "
+            "processes per worker (--sample-processes=N to change)")

@@ -388,9 +388,8 @@ def run(argv: list[str] | None = None) -> BuildWitOptions:
     check_options(o)
     load_queries(o.queries)  # a bad query list fails here, before the run, not inside a worker
     claim_output(o.output, make_record(o), o.overwrite)
-    if local_run_summary(o):
-        print(f"openwit build: {local_run_summary(o)}, {o.sample_processes} sample processes per worker "
-              "(--sample-processes=N to change)", file=sys.stderr)
+    if summary := local_run_summary(o):
+        print(f"openwit build: {summary}", file=sys.stderr)
     p = beam.Pipeline(options=o)
     with progress.local_progress(o.view_as(StandardOptions).runner, o.progress) as progress_dir:
         build_pipeline(p, o, progress_dir)

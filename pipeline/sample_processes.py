@@ -59,13 +59,13 @@ class SampleProcesses:
 
     def __init__(self, count: int, maker_args: tuple):
         self.count, self.maker_args = count, pickle.dumps(maker_args)
+        self.slots = asyncio.Semaphore(count * QUEUED_PER_PROCESS)  # binds to the loop that first waits on it
         self.children: list[_Child] = []
         self.closing = False
         self.broken: BaseException | None = None
 
     async def start(self) -> None:
         """Start the children; they import and get ready while the worker fetches its first samples."""
-        self.slots = asyncio.Semaphore(self.count * QUEUED_PER_PROCESS)
         self.children = [await self._spawn() for _ in range(self.count)]
 
     async def sample(self, candidate: dict, result) -> tuple[dict, list]:

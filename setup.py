@@ -16,7 +16,7 @@ setup(
     description="Build web-scale image-text datasets for CLIP training (a rebuild of WIT) with Apache Beam",
     long_description=(here / "README.md").read_text(),
     long_description_content_type="text/markdown",
-    python_requires=">=3.10",
+    python_requires=">=3.11",  # asyncio.timeout, asyncio.Runner, python -P
     packages=["openwit", "pipeline", "queries", "dedup", "encoders", "training"],
     # The model sizes, CLIP's BPE merges and the zero-shot templates travel with the package (MANIFEST.in
     # puts them in the sdist that Beam stages from --setup_file).
